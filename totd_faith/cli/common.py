@@ -1,0 +1,141 @@
+"""Shared CLI plumbing: error handling, the --config option, flag overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import click
+
+from totd_faith.config import Config, load_file
+from totd_faith.errors import TotdFaithError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UserError(click.ClickException):
+    """A one-line error for the user, exit status 1, never a traceback."""
+
+    def format_message(self) -> str:
+        return self.message
+
+
+class Command(click.Command):
+    """A command whose TotdFaithError becomes ``Error: <message>`` and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TotdFaithError as exc:
+            raise UserError(str(exc)) from None
+
+
+class Group(click.Group):
+    """A group whose subcommands all handle TotdFaithError like :class:`Command`."""
+
+    command_class = Command
+    group_class = type  # subgroups are of this same class
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TotdFaithError as exc:
+            raise UserError(str(exc)) from None
+
+
+config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML configuration file (see conf/totd-faith.toml). Flags override it.",
+)
+
+
+def load_config(config_path: str | None, overrides: Mapping[str, object]) -> Config:
+    """Defaults < file < flags; ``overrides`` holds only flags the user passed."""
+    given = {key: value for key, value in overrides.items() if value not in (None, (), [])}
+    return load_file(config_path, given)
+
+
+def override_flags(*, dns: bool = True, relay: bool = True) -> Callable[[F], F]:
+    """The common-setting flags; each lands in ``overrides`` only when given.
+
+    A flag the user did not pass never overrides the file (DESIGN.md practice 3),
+    so every flag defaults to None or an empty tuple.
+    """
+
+    def decorate(func: F) -> F:
+        options = [
+            click.option(
+                "-p",
+                "--prefix",
+                "prefixes",
+                multiple=True,
+                help="Translation prefix, repeatable (default 64:ff9b::/96).",
+            ),
+        ]
+        if dns:
+            options += [
+                click.option(
+                    "-l",
+                    "--listen",
+                    multiple=True,
+                    help="DNS listen address, repeatable, e.g. 127.0.0.1:5353 or '[::1]:53'.",
+                ),
+                click.option(
+                    "-u",
+                    "--upstream",
+                    "upstreams",
+                    multiple=True,
+                    help="Upstream DNS server, repeatable (default: /etc/resolv.conf).",
+                ),
+            ]
+        if relay:
+            options += [
+                click.option(
+                    "--relay-port",
+                    "--port",
+                    "relay_ports",
+                    multiple=True,
+                    type=int,
+                    help="Relay TCP and UDP on this port of every prefix address, repeatable.",
+                ),
+                click.option(
+                    "--all-ports",
+                    is_flag=True,
+                    default=None,
+                    help="Relay every port of the prefixes (nftables tproxy, root).",
+                ),
+                click.option(
+                    "--map",
+                    "maps",
+                    multiple=True,
+                    help="Port map LISTEN=TARGET, e.g. '[::]:8080=192.0.2.10:80', repeatable.",
+                ),
+            ]
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def overrides_from(params: Mapping[str, Any]) -> dict[str, object]:
+    """Map the flags of :func:`override_flags` to config key paths."""
+    mapping = {
+        "prefixes": "prefixes",
+        "listen": "dns.listen",
+        "upstreams": "dns.upstreams",
+        "relay_ports": "relay.ports",
+        "all_ports": "relay.all_ports",
+        "maps": "relay.maps",
+    }
+    out: dict[str, object] = {}
+    for param, key in mapping.items():
+        value = params.get(param)
+        if value is None or value == ():
+            continue
+        out[key] = list(value) if isinstance(value, tuple) else value
+    return out
