@@ -6,8 +6,14 @@ import click
 
 from totd_faith import __version__
 from totd_faith.cli.addr import addr
+from totd_faith.cli.check_cmd import check
 from totd_faith.cli.common import Group
 from totd_faith.cli.config_cmd import config
+from totd_faith.cli.dns_cmd import dns
+from totd_faith.cli.relay_cmd import relay
+from totd_faith.cli.serve_cmd import serve
+from totd_faith.cli.setup_cmd import setup
+from totd_faith.cli.zone import zone
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,8 +27,8 @@ def cli() -> None:
     """
 
 
-cli.add_command(addr)
-cli.add_command(config)
+for command in (serve, dns, relay, addr, zone, config, setup, check):
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -1,0 +1,13 @@
+"""``totd-faith check``: placeholder until its issue lands (owned by its helper)."""
+
+from __future__ import annotations
+
+import click
+
+from totd_faith.cli.common import UserError
+
+
+@click.command()
+def check() -> None:
+    """Not available yet."""
+    raise UserError("'totd-faith check' is not implemented yet")

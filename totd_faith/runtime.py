@@ -1,0 +1,154 @@
+"""Process runtime: event loop, signals, reload, graceful stop, logging set-up.
+
+Every server command (``dns``, ``relay``, ``serve``) builds a list of services
+from one :class:`~totd_faith.config.Config` and hands them to :func:`run`.
+A service is anything with ``start``, ``reload`` and ``stop`` coroutines.
+
+SIGTERM/SIGINT: stop accepting, let work drain up to ``service.drain_timeout``,
+exit 0.  SIGHUP: load the configuration again; if it is invalid, log why and
+keep the old one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from totd_faith.config import Config, LogConfig
+from totd_faith.errors import TotdFaithError
+
+log = logging.getLogger("totd_faith")
+
+
+class Service(Protocol):
+    """What :func:`run` needs from the DNS proxy, the relay and friends."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Bind sockets and begin serving; raise TotdFaithError on operator errors."""
+
+    async def reload(self, config: Config) -> None:
+        """Adopt ``config`` without dropping established work."""
+
+    async def stop(self, drain_timeout: float) -> None:
+        """Stop accepting, drain up to ``drain_timeout`` seconds, then close."""
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        extra = getattr(record, "fields", None)
+        if isinstance(extra, dict):
+            entry.update(extra)
+        return json.dumps(entry, default=str)
+
+
+def setup_logging(config: LogConfig) -> None:
+    """Log to stderr: plain lines journald keeps, or JSON for log shippers."""
+    handler = logging.StreamHandler(sys.stderr)
+    if config.format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("totd_faith")
+    root.handlers[:] = [handler]
+    root.setLevel(config.level.upper())
+    root.propagate = False
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when it is installed (it is a dependency on Linux), asyncio otherwise."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - depends on the platform
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+async def serve_until_signalled(
+    services: Sequence[Service],
+    config: Config,
+    reload_config: Callable[[], Config] | None = None,
+    ready: Callable[[], None] | None = None,
+) -> None:
+    """Start ``services``, handle signals, stop them gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    hup = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, hup.set)
+    started: list[Service] = []
+    try:
+        for service in services:
+            await service.start()
+            started.append(service)
+        if ready is not None:
+            ready()
+        while not stop.is_set():
+            stop_wait = asyncio.ensure_future(stop.wait())
+            hup_wait = asyncio.ensure_future(hup.wait())
+            await asyncio.wait({stop_wait, hup_wait}, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            hup_wait.cancel()
+            if hup.is_set() and not stop.is_set():
+                hup.clear()
+                config = await _reload(started, config, reload_config)
+    finally:
+        log.info("stopping (draining for up to %.0f s)", config.service.drain_timeout)
+        await asyncio.gather(
+            *(s.stop(config.service.drain_timeout) for s in reversed(started)),
+            return_exceptions=True,
+        )
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+
+async def _reload(
+    services: Sequence[Service], config: Config, reload_config: Callable[[], Config] | None
+) -> Config:
+    if reload_config is None:
+        log.info("SIGHUP: nothing to reload (no configuration file)")
+        return config
+    try:
+        new = reload_config()
+    except TotdFaithError as exc:
+        log.error("SIGHUP: new configuration rejected, keeping the old one: %s", exc)
+        return config
+    for service in services:
+        try:
+            await service.reload(new)
+        except TotdFaithError as exc:
+            log.error("SIGHUP: %s could not adopt the new configuration: %s", service.name, exc)
+    log.info("SIGHUP: configuration reloaded")
+    return new
+
+
+def run(
+    services: Sequence[Service],
+    config: Config,
+    reload_config: Callable[[], Config] | None = None,
+    ready: Callable[[], None] | None = None,
+) -> None:
+    """Run ``services`` in the foreground until SIGTERM/SIGINT."""
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(serve_until_signalled(services, config, reload_config, ready))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
