@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from totd_faith import sdnotify
 from totd_faith.config import Config, LogConfig
 from totd_faith.errors import TotdFaithError
 
@@ -99,6 +100,7 @@ async def serve_until_signalled(
             started.append(service)
         if ready is not None:
             ready()
+        sdnotify.ready(", ".join(s.name for s in started))
         while not stop.is_set():
             stop_wait = asyncio.ensure_future(stop.wait())
             hup_wait = asyncio.ensure_future(hup.wait())
@@ -107,8 +109,11 @@ async def serve_until_signalled(
             hup_wait.cancel()
             if hup.is_set() and not stop.is_set():
                 hup.clear()
+                sdnotify.reloading()
                 config = await _reload(started, config, reload_config)
+                sdnotify.ready()
     finally:
+        sdnotify.stopping()
         log.info("stopping (draining for up to %.0f s)", config.service.drain_timeout)
         await asyncio.gather(
             *(s.stop(config.service.drain_timeout) for s in reversed(started)),
