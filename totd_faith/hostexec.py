@@ -1,0 +1,126 @@
+"""Run :mod:`totd_faith.hostsetup` steps on this host: apply, undo, check, render.
+
+The shell half of host set-up.  ``apply`` skips a step whose check passes
+and returns the steps it actually applied, so a caller (the relay at stop,
+``setup --undo``) removes exactly what it added and nothing an operator or
+another instance set up.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import subprocess
+from collections.abc import Callable, Sequence
+
+from totd_faith.errors import OperatorError
+from totd_faith.hostsetup import Step
+
+log = logging.getLogger("totd_faith.hostsetup")
+
+#: Runs one argv with optional stdin; returns (exit status, combined output).
+Runner = Callable[[Sequence[str], str | None], tuple[int, str]]
+
+_TIMEOUT = 30.0
+
+
+class HostSetupError(OperatorError):
+    """A host set-up command failed; the message names the command and its output."""
+
+
+def run_command(argv: Sequence[str], stdin: str | None = None) -> tuple[int, str]:
+    """Run ``argv`` and return its exit status and output (the default :data:`Runner`)."""
+    try:
+        done = subprocess.run(
+            list(argv),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=_TIMEOUT,
+            check=False,
+        )
+    except FileNotFoundError:
+        return 127, f"{argv[0]}: command not found (install iproute2 / nftables)"
+    except subprocess.TimeoutExpired:
+        return 124, f"timed out after {_TIMEOUT:.0f} s"
+    return done.returncode, (done.stdout + done.stderr).strip()
+
+
+def is_applied(step: Step, runner: Runner = run_command) -> bool:
+    """Whether ``step``'s check says it is already in place (no check: never)."""
+    if step.check is None:
+        return False
+    status, _ = runner(step.check, None)
+    return status == 0
+
+
+def _failure(step: Step, argv: Sequence[str], output: str) -> HostSetupError:
+    hint = ""
+    if "Operation not permitted" in output or "Permission denied" in output:
+        hint = " (needs root or CAP_NET_ADMIN)"
+    return HostSetupError(
+        f"could not {step.description}: `{shlex.join(argv)}` failed{hint}: {output or 'no output'}"
+    )
+
+
+def apply(steps: Sequence[Step], runner: Runner = run_command) -> list[Step]:
+    """Apply each step not yet in place, in order; return the ones this call applied.
+
+    On a failure, the steps applied so far are undone again (in reverse order)
+    before the error is raised, so a failed start leaves the host as it was.
+    """
+    applied: list[Step] = []
+    for step in steps:
+        if is_applied(step, runner):
+            log.info("already in place: %s", step.description)
+            continue
+        status, output = runner(step.apply, step.stdin)
+        if status != 0:
+            undo(applied, runner)
+            raise _failure(step, step.apply, output)
+        log.info("applied: %s", step.description)
+        applied.append(step)
+    return applied
+
+
+def undo(steps: Sequence[Step], runner: Runner = run_command) -> list[Step]:
+    """Undo ``steps`` in reverse order, only those present; return the ones removed.
+
+    A step without an undo command, or whose check says it is absent, is
+    skipped; a failing undo is logged and the rest still run (stop must not
+    leave more behind than it has to).
+    """
+    removed: list[Step] = []
+    for step in reversed(steps):
+        if step.undo is None:
+            continue
+        if step.check is not None and not is_applied(step, runner):
+            continue
+        status, output = runner(step.undo, None)
+        if status != 0:
+            log.error("%s", _failure(step, step.undo, output))
+            continue
+        log.info("removed: %s", step.description)
+        removed.append(step)
+    return removed
+
+
+def render(steps: Sequence[Step], *, undo_script: bool = False) -> str:
+    """Shell script text that applies (or undoes) ``steps``, idempotently, for printing."""
+    lines = ["#!/bin/sh", "set -e"]
+    ordered = list(reversed(steps)) if undo_script else list(steps)
+    for step in ordered:
+        argv = step.undo if undo_script else step.apply
+        if argv is None:
+            continue
+        lines.append(f"# {'undo: ' if undo_script else ''}{step.description}")
+        command = shlex.join(argv)
+        if step.stdin is not None and not undo_script:
+            command = f"{command} <<'EOF'\n{step.stdin.rstrip(chr(10))}\nEOF"
+        if step.check is None:
+            lines.append(command)
+        elif undo_script:
+            lines.append(f"if {shlex.join(step.check)}; then\n  {command}\nfi")
+        else:
+            lines.append(f"if ! {shlex.join(step.check)}; then\n  {command}\nfi")
+    return "\n".join(lines) + "\n"
