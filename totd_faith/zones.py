@@ -261,7 +261,7 @@ def forward_zone(table: HostTable, settings: ZoneSettings) -> dns.zone.Zone:
         for record in table.records:  # sorted, so each rdataset is in address order
             aaaa = dns.rdtypes.IN.AAAA.AAAA(  # type: ignore[no-untyped-call]
                 _IN, dns.rdatatype.AAAA, str(record.ipv6)
-            )
+            ).replace(rdcomment=str(record.ipv4))  # shows readers what is embedded
             txn.add(record.name, settings.ttl, aaaa)
     zone.check_origin()
     return zone
@@ -275,7 +275,7 @@ def reverse_zone(table: HostTable, settings: ZoneSettings) -> dns.zone.Zone:
         for address, names in table.addresses:
             ptr = dns.rdtypes.ANY.PTR.PTR(  # type: ignore[no-untyped-call]
                 _IN, dns.rdatatype.PTR, names[0]
-            )
+            ).replace(rdcomment=str(table.prefix.extract(address)))
             txn.add(Nat64Prefix.reverse_name(address), settings.ttl, ptr)
     zone.check_origin()
     return zone
@@ -291,16 +291,17 @@ def _header(table: HostTable, comment: str) -> list[str]:
 
 def bind_text(zone: dns.zone.Zone, table: HostTable, comment: str = "") -> str:
     """A master file (RFC 1035 section 5) with ``$ORIGIN``, sorted by name."""
-    body = zone.to_text(sorted=True, relativize=True, want_origin=True, nl="\n")
+    body = zone.to_text(sorted=True, relativize=True, want_origin=True, want_comments=True, nl="\n")
     header = "".join(f"; {line}\n" for line in _header(table, comment))
     return header + body.rstrip("\n") + "\n"
 
 
 def hosts_text(table: HostTable, comment: str = "") -> str:
-    """IPv6 hosts-file lines: address, canonical name, then the other names."""
+    """IPv6 hosts-file lines: address, canonical name, the other names, # IPv4 address."""
     lines = [f"# {line}" for line in _header(table, comment)]
     for address, names in table.addresses:
-        lines.append(" ".join([str(address), *(_fqdn(name) for name in names)]))
+        names_text = " ".join(_fqdn(name) for name in names)
+        lines.append(f"{address} {names_text}  # {table.prefix.extract(address)}")
     return "\n".join(lines) + "\n"
 
 

@@ -73,7 +73,8 @@ def zone() -> None:
     "--ns",
     default=DEFAULT_NS.to_text(),
     show_default=True,
-    help="Name server for the NS and SOA records; a single label goes under the origin.",
+    help="Name server for the NS and SOA records; a single label without a trailing "
+    "dot goes under the origin.",
 )
 @click.option(
     "--skip-foreign",
@@ -156,9 +157,12 @@ def _parse_origin(text: str) -> dns.name.Name:
 
 def _parse_ns(text: str, origin: dns.name.Name) -> dns.name.Name:
     try:
-        return place_name(parse_name(text), origin)
+        name = parse_name(text)
     except ValueError as exc:
         raise OperatorError(f"--ns: {exc}") from None
+    # As in a zone file, a trailing dot makes the name absolute (localhost.);
+    # otherwise the hosts-file rule applies: a single label goes under the origin.
+    return name.canonicalize() if text.endswith(".") else place_name(name, origin)
 
 
 def _parse_serial(text: str) -> int:
