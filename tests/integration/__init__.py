@@ -1,0 +1,1 @@
+"""integration tests (a package so test modules in different tiers may share a name)."""

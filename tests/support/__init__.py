@@ -1,0 +1,1 @@
+"""Launchers and readiness helpers shared by the tests and the benchmarks (no pytest needed)."""
