@@ -1,13 +1,56 @@
-"""``totd-faith dns``: placeholder until its issue lands (owned by its helper)."""
+"""``totd-faith dns``: run the DNS64 proxy alone, in the foreground."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from totd_faith.cli.common import UserError
+from totd_faith import sdnotify
+from totd_faith.cli.common import (
+    Command,
+    config_option,
+    load_config,
+    override_flags,
+    overrides_from,
+)
+from totd_faith.config import Config
+from totd_faith.dnsserver import DnsService
+from totd_faith.runtime import run, setup_logging
+
+_EPILOG = """\b
+Example: answer on port 5311, forward to a resolver on port 5300, and
+synthesize into a Network-Specific Prefix:
+    totd-faith dns --listen 127.0.0.1:5311 --upstream 127.0.0.1:5300 \\
+        --prefix 2001:db8:64::/96
+    dig @127.0.0.1 -p 5311 AAAA ipv4only.arpa
+
+\b
+Defaults: listen on 127.0.0.1:5353 and [::1]:5353, upstreams from
+/etc/resolv.conf, prefix 64:ff9b::/96, clients from loopback, link-local,
+RFC 1918 and ULA networks only (others get REFUSED).  Port 53 needs root
+or CAP_NET_BIND_SERVICE.  Logs go to stderr.  SIGTERM/SIGINT stop the
+proxy; SIGHUP re-reads the configuration file and the hosts files (an
+invalid new configuration is logged and the old one kept).
+"""
 
 
-@click.command()
-def dns() -> None:
-    """Not available yet."""
-    raise UserError("'totd-faith dns' is not implemented yet")
+@click.command(cls=Command, epilog=_EPILOG)
+@config_option
+@override_flags(dns=True, relay=False)
+def dns(config_path: str | None, **flags: Any) -> None:
+    """Run the DNS64 proxy (RFC 6147) in the foreground.
+
+    AAAA queries for IPv4-only names are answered with addresses inside the
+    translation prefixes; everything else is forwarded to the upstreams and
+    cached.  Flags override the configuration file.
+    """
+    overrides = overrides_from(flags)
+
+    def reload_config() -> Config:
+        return load_config(config_path, overrides)
+
+    config = reload_config()
+    setup_logging(config.log)
+    service = DnsService(config)
+    run([service], config, reload_config, ready=lambda: sdnotify.ready("answering DNS"))

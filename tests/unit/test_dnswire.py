@@ -1,0 +1,224 @@
+"""The header/question fast path agrees with dnspython (property tests)."""
+
+from __future__ import annotations
+
+import struct
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from totd_faith.dnswire import (
+    KEY_CD,
+    KEY_DO,
+    KEY_EDNS,
+    SECTION_ADDITIONAL,
+    SECTION_ANSWER,
+    SECTION_AUTHORITY,
+    formerr_for,
+    scan_query,
+    skip_name,
+    walk_response,
+)
+from totd_faith.errors import WireError
+
+names = st.lists(
+    st.text(alphabet="abcdefghijKLMNOPQRSTUVwxyz0123456789-_", min_size=1, max_size=20),
+    min_size=0,
+    max_size=5,
+).map(lambda labels: dns.name.from_text(".".join(labels) + "." if labels else "."))
+rdtypes = st.sampled_from([1, 2, 5, 6, 12, 15, 16, 28, 33, 43, 46, 48, 65, 90, 255, 65280])
+rdclasses = st.sampled_from([1, 3, 254, 255])
+
+
+def _query(
+    name: dns.name.Name, rdtype: int, rdclass: int, edns: bool, do: bool, cd: bool, payload: int
+) -> dns.message.QueryMessage:
+    query = dns.message.make_query(
+        name, rdtype, rdclass, use_edns=0 if edns else None, payload=payload, want_dnssec=do
+    )
+    if cd:
+        query.flags |= dns.flags.CD
+    return query
+
+
+@settings(max_examples=400)
+@given(
+    names,
+    rdtypes,
+    rdclasses,
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 65535),
+)
+def test_scan_query_matches_dnspython(name, rdtype, rdclass, edns, do, cd, payload):
+    query = _query(name, rdtype, rdclass, edns, do and edns, cd, payload)
+    wire = query.to_wire()
+    head = scan_query(wire)
+    assert head is not None
+    parsed = dns.message.from_wire(wire)
+    question = parsed.question[0]
+    end = 12 + len(question.name.to_wire()) + 4
+    assert head.question_end == end
+    assert head.qtype == question.rdtype
+    # The key is the lowercased name in wire form plus type and class.
+    assert head.question_key == (
+        question.name.to_wire().lower() + struct.pack("!HH", rdtype, rdclass)
+    )
+    assert bool(head.flags & KEY_EDNS) == (parsed.edns >= 0)
+    assert bool(head.flags & KEY_DO) == bool(parsed.ednsflags & dns.flags.DO)
+    assert bool(head.flags & KEY_CD) == bool(parsed.flags & dns.flags.CD)
+    expected_payload = max(parsed.payload, 512) if parsed.edns >= 0 else 512
+    assert head.payload_size == expected_payload
+
+
+@given(names, names, rdtypes)
+def test_names_differing_only_in_case_share_a_key(name, _other, rdtype):
+    upper = dns.name.from_text(name.to_text().upper())
+    a = scan_query(_query(name, rdtype, 1, False, False, False, 0).to_wire())
+    b = scan_query(_query(upper, rdtype, 1, False, False, False, 0).to_wire())
+    assert a is not None and b is not None
+    assert a.question_key == b.question_key
+
+
+def test_qtype_bytes_are_not_lowercased():
+    # qtype 0x0041 (HTTPS) must not collide with 0x0061 after lowercasing.
+    a = scan_query(_query(dns.name.from_text("x."), 65, 1, False, False, False, 0).to_wire())
+    b = scan_query(_query(dns.name.from_text("x."), 97, 1, False, False, False, 0).to_wire())
+    assert a is not None and b is not None and a.question_key != b.question_key
+
+
+@settings(max_examples=1000)
+@given(st.binary(max_size=300))
+def test_scan_query_random_bytes_never_raise_and_agree(data):
+    head = scan_query(data)
+    if head is not None:
+        # Whatever the fast path accepts, dnspython parses to the same question.
+        parsed = dns.message.from_wire(data)
+        assert len(parsed.question) == 1
+        assert parsed.question[0].rdtype == head.qtype
+        assert not parsed.flags & dns.flags.QR
+
+
+@settings(max_examples=1000)
+@given(
+    names,
+    rdtypes,
+    st.booleans(),
+    st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), min_size=1, max_size=4),
+)
+def test_scan_query_on_mutated_queries_agrees_with_dnspython(name, rdtype, edns, mutations):
+    wire = bytearray(_query(name, rdtype, 1, edns, False, False, 1232).to_wire())
+    for position, value in mutations:
+        wire[position % len(wire)] = value
+    data = bytes(wire)
+    head = scan_query(data)
+    if head is None:
+        return
+    parsed = dns.message.from_wire(data)
+    assert parsed.question[0].rdtype == head.qtype
+    assert parsed.question[0].name.to_wire().lower() == head.question_key[:-4]
+    assert bool(head.flags & KEY_EDNS) == (parsed.edns >= 0)
+
+
+def test_scan_query_rejects_what_is_not_plain():
+    base = dns.message.make_query("example.com.", "A").to_wire()
+    assert scan_query(base) is not None
+    assert scan_query(base[:11]) is None
+    response = bytearray(base)
+    response[2] |= 0x80
+    assert scan_query(bytes(response)) is None  # QR=1
+    notify = bytearray(base)
+    notify[2] |= 4 << 3
+    assert scan_query(bytes(notify)) is None  # opcode NOTIFY
+    assert scan_query(base + b"\x00") is None  # trailing junk
+    two = bytearray(base)
+    two[5] = 2
+    assert scan_query(bytes(two)) is None  # two questions
+    badvers = dns.message.make_query("example.com.", "A", use_edns=1).to_wire()
+    assert scan_query(badvers) is None  # EDNS version 1 needs BADVERS
+
+
+def _response() -> dns.message.Message:
+    query = dns.message.make_query("www.Example.com.", "AAAA", use_edns=0)
+    response = dns.message.make_response(query)
+    response.answer.append(
+        dns.rrset.from_text("www.example.com.", 300, "IN", "CNAME", "host.example.com.")
+    )
+    response.answer.append(
+        dns.rrset.from_text("host.example.com.", 120, "IN", "AAAA", "2001:db8::1")
+    )
+    response.authority.append(
+        dns.rrset.from_text("example.com.", 3600, "IN", "NS", "ns.example.com.")
+    )
+    response.additional.append(dns.rrset.from_text("ns.example.com.", 60, "IN", "A", "192.0.2.1"))
+    return response
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.sampled_from([1, 2, 3]), st.integers(0, 2**31 - 1)), max_size=6))
+def test_walk_response_finds_every_ttl(records):
+    query = dns.message.make_query("a.example.", "A", use_edns=0)
+    response = dns.message.make_response(query)
+    sections = {1: response.answer, 2: response.authority, 3: response.additional}
+    for i, (section, ttl) in enumerate(records):
+        sections[section].append(
+            dns.rrset.from_text(f"n{i}.example.", ttl, "IN", "A", f"192.0.2.{i + 1}")
+        )
+    wire = response.to_wire()
+    layout = walk_response(wire)
+    found = [(r.section, r.ttl) for r in layout.records if r.rtype != 41]
+    assert sorted(found) == sorted(records)
+    for record in layout.records:
+        assert struct.unpack_from("!I", wire, record.ttl_offset)[0] == record.ttl
+
+
+def test_walk_response_sections_and_types():
+    wire = _response().to_wire()
+    layout = walk_response(wire)
+    assert layout.qtype == 28
+    assert [(r.section, r.rtype, r.ttl) for r in layout.records] == [
+        (SECTION_ANSWER, 5, 300),
+        (SECTION_ANSWER, 28, 120),
+        (SECTION_AUTHORITY, 2, 3600),
+        (SECTION_ADDITIONAL, 1, 60),
+        (SECTION_ADDITIONAL, 41, 0),
+    ]
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=200))
+def test_walk_response_raises_only_wire_error(data):
+    try:
+        walk_response(data)
+    except WireError:
+        pass
+
+
+def test_skip_name_pointer_and_overrun():
+    assert skip_name(b"\x03abc\x00", 0) == 5
+    assert skip_name(b"\x03abc\xc0\x0c", 0) == 6
+    with pytest.raises(WireError):
+        skip_name(b"\x05ab", 0)
+
+
+def test_formerr_echoes_id_opcode_and_rd():
+    query = dns.message.make_query("example.com.", "A")
+    query.id = 0xBEEF
+    formerr = formerr_for(query.to_wire()[:14])
+    assert formerr is not None
+    parsed = dns.message.from_wire(formerr)
+    assert parsed.id == 0xBEEF
+    assert parsed.rcode() == dns.rcode.FORMERR
+    assert parsed.flags & dns.flags.QR and parsed.flags & dns.flags.RD
+    assert formerr_for(b"\x00" * 11) is None
+    assert formerr_for(dns.message.make_response(query).to_wire()) is None

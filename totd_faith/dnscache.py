@@ -1,0 +1,145 @@
+"""The answer cache: final responses in wire form, TTLs counting down, LRU-bounded.
+
+Entries are stored as the response bytes plus the offsets of their TTL fields,
+so a hit costs a dictionary lookup and, at most once per second of age per
+entry, rewriting those TTL fields.  Keys are built by the server from
+:func:`totd_faith.dnswire.scan_query` (lowercased qname, qtype, qclass, DO, CD,
+EDNS present) plus whether the client gets DNS64 synthesis.
+
+No I/O: ``now`` is a parameter (seconds on any monotonic clock).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import OrderedDict
+from collections.abc import Hashable
+
+from totd_faith.dnswire import (
+    SECTION_ANSWER,
+    SECTION_AUTHORITY,
+    TYPE_OPT,
+    TYPE_SOA,
+    Layout,
+    walk_response,
+)
+from totd_faith.errors import WireError
+
+RCODE_NOERROR = 0
+RCODE_NXDOMAIN = 3
+
+_U32 = struct.Struct("!I")
+_TTL_MAX = 2**31 - 1  # RFC 2181 section 8: TTLs above this are treated as zero
+
+
+def _ttl(value: int) -> int:
+    return 0 if value > _TTL_MAX else value
+
+
+def cache_ttl(layout: Layout, data: bytes, max_ttl: int, max_negative_ttl: int) -> int:
+    """How long a response may be cached, in seconds (0: not at all).
+
+    Only NOERROR and NXDOMAIN answers are cached: SERVFAIL and REFUSED say
+    nothing lasting, and a truncated answer is not the real answer.
+    """
+    if layout.rcode not in (RCODE_NOERROR, RCODE_NXDOMAIN) or layout.flags & 0x0200:
+        return 0
+    records = [r for r in layout.records if r.rtype != TYPE_OPT]
+    answers = [r for r in records if r.section == SECTION_ANSWER]
+    # RFC 2308 section 2.1/2.2: NXDOMAIN, or NOERROR without an answer of the
+    # type asked for (after any CNAME/DNAME chain), is a negative answer.
+    negative = layout.rcode == RCODE_NXDOMAIN or not any(
+        r.rtype == layout.qtype or layout.qtype == 255 for r in answers
+    )
+    ttl = max_ttl
+    for record in records:
+        ttl = min(ttl, _ttl(record.ttl))
+    if negative:
+        soas = [r for r in records if r.section == SECTION_AUTHORITY and r.rtype == TYPE_SOA]
+        if not soas:
+            # RFC 2308 section 5: negative answers without SOA SHOULD NOT be cached.
+            return 0
+        soa = soas[0]
+        # RFC 2308 section 5: the negative TTL is the lesser of the SOA's TTL and
+        # its MINIMUM field (the last 32 bits of the SOA RDATA).
+        minimum = _ttl(_U32.unpack_from(data, soa.rdata_end - 4)[0])
+        ttl = min(ttl, minimum, max_negative_ttl)
+    return max(ttl, 0)
+
+
+class _Entry:
+    __slots__ = ("template", "offsets", "ttls", "stored", "expires", "age", "wire")
+
+    def __init__(
+        self, wire: bytes, offsets: tuple[int, ...], ttls: tuple[int, ...], now: float, ttl: int
+    ) -> None:
+        self.template = wire
+        self.offsets = offsets
+        self.ttls = ttls
+        self.stored = now
+        self.expires = now + ttl
+        self.age = 0
+        self.wire = wire
+
+
+class DnsCache:
+    """Responses by key, evicting the least recently used beyond ``size`` entries."""
+
+    def __init__(self, size: int, max_ttl: int = 86_400, max_negative_ttl: int = 3_600) -> None:
+        self.size = size
+        self.max_ttl = max_ttl
+        self.max_negative_ttl = max_negative_ttl
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def get(self, key: Hashable, now: float) -> bytes | None:
+        """The cached response with TTLs reduced by its age, or None.
+
+        The caller still has to put in the client's ID, RD bit and question.
+        """
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if now >= entry.expires:
+            del self._entries[key]
+            return None
+        age = int(now - entry.stored)
+        if age != entry.age:
+            # Rewrite the TTL fields once per second of age, not once per hit.
+            buffer = bytearray(entry.template)
+            for offset, ttl in zip(entry.offsets, entry.ttls, strict=True):
+                _U32.pack_into(buffer, offset, max(ttl - age, 0))
+            entry.wire = bytes(buffer)
+            entry.age = age
+        self._entries.move_to_end(key)
+        return entry.wire
+
+    def put(self, key: Hashable, wire: bytes, now: float) -> int:
+        """Cache ``wire`` if its rcode and TTLs allow; returns the TTL used (0: not cached)."""
+        if self.size <= 0:
+            return 0
+        try:
+            layout = walk_response(wire)
+        except WireError:
+            return 0
+        ttl = cache_ttl(layout, wire, self.max_ttl, self.max_negative_ttl)
+        if ttl <= 0:
+            return 0
+        records = [r for r in layout.records if r.rtype != TYPE_OPT]
+        entry = _Entry(
+            wire,
+            tuple(r.ttl_offset for r in records),
+            tuple(_ttl(r.ttl) for r in records),
+            now,
+            ttl,
+        )
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return ttl

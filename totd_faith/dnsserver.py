@@ -1,0 +1,593 @@
+"""The DNS proxy's shell: UDP and TCP listeners, the cache fast path, the slow path.
+
+A query takes one of two paths:
+
+* **Fast path** (cache hit, no dnspython): :func:`~totd_faith.dnswire.scan_query`
+  reads the header and question bytes, the cache returns the stored response
+  with its TTLs counted down, and the client's ID, RD bit and question bytes
+  (with the client's letter case) are copied into it.  Access control holds
+  here too, through a small per-address memo of ``allowed`` /
+  ``synthesis_enabled_for``.
+* **Slow path** (everything else): dnspython parses the query, the DNS64 core
+  (:mod:`totd_faith.dns64`) drives the resolution as a generator of upstream
+  queries which :class:`~totd_faith.upstream.UpstreamPool` answers, and the
+  final response is cached and sent (truncated with TC to what a UDP client
+  can take, RFC 1035 section 4.2.1 / RFC 6891 section 7).
+
+Nothing a client sends stops the server: every packet is handled inside its
+own ``try``; failures are counted and logged at debug level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import socket
+import struct
+import time
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, Protocol
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.rcode
+import dns.rdatatype
+
+from totd_faith.config import Config
+from totd_faith.dnscache import DnsCache
+from totd_faith.dnsstats import DnsStats
+from totd_faith.dnswire import HEADER_SIZE, QueryHead, formerr_for, scan_query
+from totd_faith.endpoints import Endpoint, IPAddress
+from totd_faith.errors import OperatorError
+from totd_faith.policy import unmap
+from totd_faith.upstream import UpstreamPool
+
+log = logging.getLogger("totd_faith.dns")
+
+Resolution = Generator[dns.message.QueryMessage, dns.message.Message | None, dns.message.Message]
+
+#: Cache-key bit for "this client gets DNS64 synthesis" (above the dnswire KEY_* bits).
+KEY_SYNTH = 8
+#: Client memo value for "not allowed": always the slow path, which answers REFUSED.
+_REFUSED = -1
+_MEMO_MAX = 65_536
+#: Queries one TCP connection may have in flight before we stop reading from it.
+TCP_PIPELINE_MAX = 64
+_TCP_MAX_MESSAGE = 65_535
+_LENGTH = struct.Struct("!H")
+
+
+class Resolver(Protocol):
+    """What the shell needs from the DNS64 core (totd_faith.dns64.Dns64)."""
+
+    def synthesis_enabled_for(self, client: IPAddress) -> bool: ...
+
+    def allowed(self, client: IPAddress) -> bool: ...
+
+    def resolve(self, query: dns.message.Message, client: IPAddress) -> Resolution: ...
+
+
+ResolverFactory = Callable[[Config, Sequence[Any]], Resolver]
+
+
+def _default_resolver(config: Config, hosts: Sequence[Any]) -> Resolver:
+    from totd_faith.dns64 import Dns64
+
+    return Dns64(config, hosts)
+
+
+def _read_hosts(config: Config) -> list[Any]:
+    if not config.dns.hosts_files:
+        return []
+    from totd_faith.hosts import read_hosts_files
+
+    entries, warnings = read_hosts_files(config.dns.hosts_files)
+    for warning in warnings:
+        log.warning("hosts: %s", warning)
+    return list(entries)
+
+
+def upstream_endpoints(config: Config) -> tuple[Endpoint, ...]:
+    """The configured upstreams, or the nameservers of /etc/resolv.conf."""
+    if config.dns.upstreams:
+        return config.dns.upstreams
+    from totd_faith.resolvconf import read_resolv_conf
+
+    found, warnings = read_resolv_conf()
+    for warning in warnings:
+        log.warning("resolv.conf: %s", warning)
+    if not found:
+        raise OperatorError(
+            "no upstream DNS server: /etc/resolv.conf names none; give one with "
+            "--upstream ADDR or dns.upstreams in the configuration file"
+        )
+    return tuple(found)
+
+
+def _bind_error(endpoint: Endpoint, proto: str, exc: OSError) -> OperatorError:
+    where = f"cannot listen on {endpoint} ({proto})"
+    if exc.errno == errno.EADDRINUSE:
+        return OperatorError(
+            f"{where}: the address is already in use; stop the other DNS server or "
+            "choose another address with --listen"
+        )
+    if exc.errno == errno.EACCES:
+        return OperatorError(
+            f"{where}: permission denied; ports below 1024 need root or "
+            "CAP_NET_BIND_SERVICE (e.g. setcap cap_net_bind_service=+ep on the Python "
+            "binary, or AmbientCapabilities= in systemd), or use a port above 1023"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return OperatorError(f"{where}: this host has no such address; check --listen")
+    return OperatorError(f"{where}: {exc.strerror or exc}")
+
+
+def _socket(endpoint: Endpoint, kind: socket.SocketKind) -> socket.socket:
+    family = socket.AF_INET6 if endpoint.family_is_v6 else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        if family == socket.AF_INET6:
+            # Separate v4 and v6 listeners may share a port (and clients are never
+            # seen as v4-mapped addresses).
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        else:
+            # Absorb bursts: a small receive buffer drops queries under load.
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+            except OSError:
+                pass
+        sock.bind(endpoint.sockaddr)
+    except OSError as exc:
+        sock.close()
+        raise _bind_error(endpoint, "tcp" if kind == socket.SOCK_STREAM else "udp", exc) from None
+    sock.setblocking(False)
+    return sock
+
+
+def _client_address(host: str) -> IPAddress:
+    # Link-local IPv6 peers come as "fe80::1%eth0"; the scope is not part of the ACL.
+    return unmap(ipaddress.ip_address(host.partition("%")[0]))
+
+
+class DnsService:
+    """The DNS64 proxy as a :class:`totd_faith.runtime.Service`."""
+
+    name = "dns"
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        resolver_factory: ResolverFactory = _default_resolver,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.resolver_factory = resolver_factory
+        self.clock = clock
+        self.stats = DnsStats()
+        self.cache = DnsCache(
+            config.dns.cache_size, config.dns.cache_max_ttl, config.dns.cache_max_negative_ttl
+        )
+        self.memo: dict[str, int] = {}
+        self.resolver: Resolver | None = None
+        self.upstreams: UpstreamPool | None = None
+        self.inflight = 0
+        self.tcp_clients = 0
+        self.log_queries = config.log.queries
+        #: (protocol, socket address) of every listener, e.g. ("udp", ("127.0.0.1", 5353)).
+        self.addresses: list[tuple[str, tuple[Any, ...]]] = []
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._tcp: list[asyncio.base_events.Server] = []
+        self._tcp_connections: set[_TcpConnection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def _new_upstreams(self, config: Config) -> UpstreamPool:
+        return UpstreamPool(
+            upstream_endpoints(config),
+            timeout=config.dns.upstream_timeout,
+            max_failures=config.dns.upstream_max_failures,
+            retry=config.dns.upstream_retry,
+            stats=self.stats,
+            clock=self.clock,
+        )
+
+    async def start(self) -> None:
+        config = self.config
+        self.resolver = self.resolver_factory(config, _read_hosts(config))
+        self.upstreams = self._new_upstreams(config)
+        loop = asyncio.get_running_loop()
+        sockets: list[tuple[Endpoint, socket.socket, socket.socket]] = []
+        try:
+            for endpoint in config.dns.listen:
+                udp = _socket(endpoint, socket.SOCK_DGRAM)
+                try:
+                    # Port 0 (tests): TCP must take the port UDP was given.
+                    tcp_endpoint = Endpoint(endpoint.host, udp.getsockname()[1])
+                    tcp = _socket(tcp_endpoint, socket.SOCK_STREAM)
+                except OperatorError:
+                    udp.close()
+                    raise
+                sockets.append((endpoint, udp, tcp))
+        except OperatorError:
+            for _, udp, tcp in sockets:
+                udp.close()
+                tcp.close()
+            raise
+        for _, udp, tcp in sockets:
+            transport, _ = await loop.create_datagram_endpoint(lambda: _UdpListener(self), sock=udp)
+            self._udp.append(transport)
+            server = await loop.create_server(lambda: _TcpConnection(self), sock=tcp, backlog=1024)
+            self._tcp.append(server)
+            self.addresses.append(("udp", udp.getsockname()))
+            self.addresses.append(("tcp", tcp.getsockname()))
+        self._log_settings()
+
+    def _log_settings(self) -> None:
+        config = self.config
+        assert self.upstreams is not None
+        log.info(
+            "dns: listening on %s (udp+tcp); upstreams %s; prefixes %s; allow %s; "
+            "cache %d entries (ttl <= %d s, negative <= %d s); hosts files %s",
+            " ".join(str(e) for e in config.dns.listen),
+            " ".join(str(e) for e in self.upstreams.endpoints),
+            " ".join(str(p) for p in config.prefixes),
+            config.dns.allow,
+            config.dns.cache_size,
+            config.dns.cache_max_ttl,
+            config.dns.cache_max_negative_ttl,
+            " ".join(config.dns.hosts_files) or "none",
+        )
+
+    async def reload(self, config: Config) -> None:
+        """Adopt new upstreams, ACL, prefixes and hosts; listeners need a restart."""
+        resolver = self.resolver_factory(config, _read_hosts(config))
+        upstreams = self._new_upstreams(config)
+        if config.dns.listen != self.config.dns.listen:
+            log.warning("dns: new listen addresses take effect only after a restart")
+        old = self.upstreams
+        self.config = config
+        self.resolver = resolver
+        self.upstreams = upstreams
+        self.log_queries = config.log.queries
+        self.memo.clear()
+        self.cache = DnsCache(
+            config.dns.cache_size, config.dns.cache_max_ttl, config.dns.cache_max_negative_ttl
+        )
+        if old is not None:
+            old.close()
+        self._log_settings()
+
+    async def stop(self, drain_timeout: float) -> None:
+        for transport in self._udp:
+            transport.close()
+        for server in self._tcp:
+            server.close()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=drain_timeout)
+        for task in list(self._tasks):
+            task.cancel()
+        for connection in list(self._tcp_connections):
+            connection.close()
+        if self.upstreams is not None:
+            self.upstreams.close()
+        self._udp.clear()
+        self._tcp.clear()
+
+    # -- shared pieces of both paths ---------------------------------------------
+
+    def classify(self, host: str) -> int:
+        """Memoized ACL and synthesis switch for a client: _REFUSED, 0 or KEY_SYNTH."""
+        assert self.resolver is not None
+        try:
+            client = _client_address(host)
+        except ValueError:
+            return _REFUSED
+        if not self.resolver.allowed(client):
+            value = _REFUSED
+        elif self.resolver.synthesis_enabled_for(client):
+            value = KEY_SYNTH
+        else:
+            value = 0
+        if len(self.memo) >= _MEMO_MAX:
+            self.memo.clear()
+        self.memo[host] = value
+        return value
+
+    def cached(self, data: bytes, host: str) -> tuple[bytearray | None, QueryHead | None, int]:
+        """The fast path: (answer or None, scanned head or None, client class)."""
+        head = scan_query(data)
+        if head is None:
+            return None, None, _REFUSED
+        client_class = self.memo.get(host)
+        if client_class is None:
+            client_class = self.classify(host)
+        if client_class < 0:
+            return None, head, client_class
+        hit = self.cache.get((head.question_key, head.flags | client_class), self.clock())
+        if hit is None:
+            return None, head, client_class
+        out = bytearray(hit)
+        out[0] = data[0]
+        out[1] = data[1]
+        # RFC 1035 section 4.1.1: RD is copied from the query into the response.
+        out[2] = (hit[2] & 0xFE) | (data[2] & 0x01)
+        # Echo the question exactly as asked (letter case, RFC 4343 / 0x20 clients).
+        out[HEADER_SIZE : head.question_end] = data[HEADER_SIZE : head.question_end]
+        return out, head, client_class
+
+    def count_hit(self, head: QueryHead, out: bytearray, host: str) -> None:
+        stats = self.stats
+        stats.cache_hits += 1
+        stats.queries_by_type[head.qtype] += 1
+        stats.responses_by_rcode[out[3] & 0x0F] += 1
+        if self.log_queries:
+            self._log_query(host, out, True)
+
+    def _log_query(self, host: str, wire: bytes | bytearray, hit: bool) -> None:
+        try:
+            message = dns.message.from_wire(bytes(wire), question_only=True)
+            question = message.question[0]
+            what = f"{question.name} {dns.rdatatype.to_text(question.rdtype)}"
+            rcode = dns.rcode.to_text(message.rcode())
+        except (dns.exception.DNSException, IndexError):
+            what, rcode = "?", "?"
+        log.info("query %s %s -> %s%s", host, what, rcode, " (cache)" if hit else "")
+
+    def spawn(self, coroutine: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def admit(self, data: bytes) -> bool:
+        """May this packet take the slow path?  Counts what is dropped."""
+        if len(data) < HEADER_SIZE or data[2] & 0x80:
+            # Too short to answer, or a response (answering it invites loops).
+            self.stats.dropped += 1
+            return False
+        if self.inflight >= self.config.dns.max_inflight:
+            self.stats.dropped_inflight += 1
+            return False
+        return True
+
+    async def answer(
+        self, data: bytes, host: str, head: QueryHead | None, client_class: int, udp_limit: int
+    ) -> bytes | None:
+        """The slow path: the response bytes for one query (None: drop it)."""
+        self.inflight += 1
+        try:
+            return await self._answer(data, host, head, client_class, udp_limit)
+        except Exception:
+            self.stats.errors += 1
+            log.debug("dns: failed to answer a query from %s", host, exc_info=True)
+            return None
+        finally:
+            self.inflight -= 1
+
+    async def _answer(
+        self, data: bytes, host: str, head: QueryHead | None, client_class: int, udp_limit: int
+    ) -> bytes | None:
+        stats = self.stats
+        try:
+            query = dns.message.from_wire(data)
+        except Exception:
+            # RFC 1035 section 4.1.1: format error, the server could not interpret the query.
+            stats.formerr += 1
+            stats.queries_by_type[0] += 1
+            formerr = formerr_for(data)
+            if formerr is not None:
+                stats.responses_by_rcode[dns.rcode.FORMERR] += 1
+            return formerr
+        if head is None:
+            stats.queries_by_type[query.question[0].rdtype if query.question else 0] += 1
+        else:
+            stats.cache_misses += 1
+        if query.opcode() != dns.opcode.QUERY:
+            response = dns.message.make_response(query)
+            response.set_rcode(dns.rcode.NOTIMP)
+        elif len(query.question) != 1:
+            # RFC 9619: a query has exactly one question.
+            stats.formerr += 1
+            response = dns.message.make_response(query)
+            response.set_rcode(dns.rcode.FORMERR)
+        else:
+            response = await self._resolve(query, host)
+        wire = response.to_wire()
+        if head is not None and client_class >= 0:
+            self.cache.put((head.question_key, head.flags | client_class), wire, self.clock())
+        if len(wire) > udp_limit:
+            # RFC 1035 section 4.2.1 / RFC 6891 section 7: what does not fit is
+            # cut at an RRset boundary and TC tells the client to ask over TCP.
+            wire = response.to_wire(max_size=udp_limit, prefer_truncation=True)
+        stats.responses_by_rcode[response.rcode()] += 1
+        if query.question and query.question[0].rdtype == dns.rdatatype.AAAA:
+            self._count_synthesized(response)
+        if self.log_queries:
+            self._log_query(host, wire, False)
+        return wire
+
+    async def _resolve(self, query: dns.message.Message, host: str) -> dns.message.Message:
+        resolver, upstreams = self.resolver, self.upstreams
+        assert resolver is not None and upstreams is not None
+        resolution = resolver.resolve(query, _client_address(host))
+        try:
+            outgoing = next(resolution)
+            while True:
+                reply = await upstreams.query(outgoing)
+                outgoing = resolution.send(reply)
+        except StopIteration as done:
+            result: dns.message.Message = done.value
+            return result
+
+    def _count_synthesized(self, response: dns.message.Message) -> None:
+        prefixes = self.config.prefixes
+        for rrset in response.answer:
+            if rrset.rdtype != dns.rdatatype.AAAA:
+                continue
+            for rdata in rrset:
+                address = ipaddress.IPv6Address(rdata.address)
+                if any(address in prefix for prefix in prefixes):
+                    self.stats.synthesized += 1
+                    return
+
+
+class _UdpListener(asyncio.DatagramProtocol):
+    def __init__(self, service: DnsService) -> None:
+        self.service = service
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        service = self.service
+        try:
+            host = addr[0]
+            out, head, client_class = service.cached(data, host)
+            if out is not None and head is not None:
+                if len(out) <= head.payload_size:
+                    assert self.transport is not None
+                    self.transport.sendto(out, addr)
+                    service.count_hit(head, out, host)
+                    return
+            if service.admit(data):
+                limit = head.payload_size if head is not None else _udp_limit(data)
+                service.spawn(self._answer(data, addr, head, client_class, limit))
+        except Exception:
+            service.stats.errors += 1
+            log.debug("dns: failed to handle a UDP packet from %s", addr, exc_info=True)
+
+    async def _answer(
+        self, data: bytes, addr: tuple[Any, ...], head: QueryHead | None, cls: int, limit: int
+    ) -> None:
+        wire = await self.service.answer(data, addr[0], head, cls, limit)
+        if wire is not None and self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(wire, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors for earlier answers (client went away): nothing to do.
+        pass
+
+
+def _udp_limit(data: bytes) -> int:
+    """The client's UDP payload size when the fast scan did not read it."""
+    try:
+        message = dns.message.from_wire(data)
+    except Exception:
+        return 512
+    if message.edns >= 0:
+        return max(message.payload, 512)
+    return 512
+
+
+class _TcpConnection(asyncio.Protocol):
+    """One DNS-over-TCP client (RFC 7766): pipelined queries, idle timeout."""
+
+    def __init__(self, service: DnsService) -> None:
+        self.service = service
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.pending = 0
+        self.paused = False
+        self.host = ""
+        self.last_activity = 0.0
+        self.idle_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        service = self.service
+        if service.tcp_clients >= service.config.dns.tcp_max_clients:
+            service.stats.tcp_rejected += 1
+            transport.abort()
+            return
+        self.transport = transport
+        service.tcp_clients += 1
+        service.stats.tcp_connections += 1
+        service._tcp_connections.add(self)
+        peer = transport.get_extra_info("peername")
+        self.host = peer[0] if peer else ""
+        loop = asyncio.get_running_loop()
+        self.last_activity = loop.time()
+        self.idle_timer = loop.call_later(service.config.dns.tcp_idle_timeout, self._check_idle)
+
+    def _check_idle(self) -> None:
+        # RFC 7766 section 6.2.3: close idle connections; never while answers are owed.
+        if self.transport is None:
+            return
+        loop = asyncio.get_running_loop()
+        timeout = self.service.config.dns.tcp_idle_timeout
+        idle = loop.time() - self.last_activity
+        if self.pending == 0 and idle >= timeout:
+            self.close()
+            return
+        self.idle_timer = loop.call_later(max(timeout - idle, 0.05), self._check_idle)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is None:
+            return
+        self.transport = None
+        self.service.tcp_clients -= 1
+        self.service._tcp_connections.discard(self)
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            return
+        self.last_activity = asyncio.get_running_loop().time()
+        buffer = self.buffer
+        buffer += data
+        while len(buffer) >= 2:
+            size = (buffer[0] << 8) | buffer[1]
+            if len(buffer) < 2 + size:
+                break
+            message = bytes(buffer[2 : 2 + size])
+            del buffer[: 2 + size]
+            self._handle(message)
+        if self.pending >= TCP_PIPELINE_MAX and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def _handle(self, data: bytes) -> None:
+        service = self.service
+        try:
+            out, head, client_class = service.cached(data, self.host)
+            if out is not None and head is not None:
+                self._send(out)
+                service.count_hit(head, out, self.host)
+                return
+            if service.admit(data):
+                self.pending += 1
+                service.spawn(self._answer(data, head, client_class))
+        except Exception:
+            service.stats.errors += 1
+            log.debug("dns: failed to handle a TCP message from %s", self.host, exc_info=True)
+
+    async def _answer(self, data: bytes, head: QueryHead | None, client_class: int) -> None:
+        try:
+            wire = await self.service.answer(data, self.host, head, client_class, _TCP_MAX_MESSAGE)
+            if wire is not None:
+                self._send(wire)
+        finally:
+            self.pending -= 1
+            self.last_activity = asyncio.get_running_loop().time()
+            if self.paused and self.pending < TCP_PIPELINE_MAX // 2 and self.transport:
+                self.paused = False
+                self.transport.resume_reading()
+
+    def _send(self, wire: bytes | bytearray) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            # RFC 1035 section 4.2.2: each message is prefixed with its length.
+            self.transport.write(_LENGTH.pack(len(wire)) + wire)

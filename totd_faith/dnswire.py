@@ -1,0 +1,215 @@
+"""A small fast path over DNS header and question bytes (RFC 1035 section 4.1).
+
+dnspython parses every message on the slow path.  A cache hit must not pay for
+that, so this module reads just enough of a query to build the cache key, and
+walks a response to find the offsets of its TTL fields (so cached answers can
+count down without being parsed again).  It is property-tested against
+dnspython in tests/unit/test_dnswire.py.
+
+Pure functions over bytes: no I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from totd_faith.errors import WireError
+
+HEADER_SIZE = 12
+
+# Header flag bits (RFC 1035 section 4.1.1; CD from RFC 4035 section 3.2.2).
+FLAG_QR = 0x8000
+FLAG_TC = 0x0200
+FLAG_RD = 0x0100
+FLAG_CD = 0x0010
+OPCODE_MASK = 0x7800
+
+TYPE_OPT = 41  # RFC 6891 section 6.1.1
+TYPE_SOA = 6
+TYPE_CNAME = 5
+TYPE_DNAME = 39
+
+# Bits of the cache-key flag byte built by :func:`scan_query`.
+KEY_DO = 1  # DNSSEC OK (RFC 3225)
+KEY_CD = 2  # checking disabled (RFC 4035)
+KEY_EDNS = 4  # the query carried OPT, so the answer must too (RFC 6891 section 7)
+
+#: Largest UDP answer a client without EDNS can take (RFC 1035 section 4.2.1).
+CLASSIC_UDP_SIZE = 512
+
+SECTION_ANSWER = 1
+SECTION_AUTHORITY = 2
+SECTION_ADDITIONAL = 3
+
+_U16 = struct.Struct("!H")
+_RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+_HEADER = struct.Struct("!HHHHHH")
+
+
+class QueryHead(NamedTuple):
+    """What the cache needs from a plain query, read without dnspython."""
+
+    #: Lowercased qname wire form plus qtype and qclass: the question part of the key.
+    question_key: bytes
+    #: Offset just past the question (the question is ``data[12:question_end]``).
+    question_end: int
+    #: KEY_DO | KEY_CD | KEY_EDNS.
+    flags: int
+    #: The largest UDP response this client accepts (RFC 6891 section 6.2.5).
+    payload_size: int
+    qtype: int
+
+
+def scan_query(data: bytes) -> QueryHead | None:
+    """Read a plain query's question and EDNS flags, or None if it is not plain.
+
+    "Plain" is the shape nearly every stub query has: QR=0, opcode QUERY, one
+    question with an uncompressed name, no answer or authority records, and at
+    most one additional record which is an EDNS version 0 OPT.  Anything else
+    (including malformed bytes) returns None and takes the dnspython path,
+    which decides between an answer, FORMERR and dropping.
+    """
+    size = len(data)
+    if size < HEADER_SIZE + 5:
+        return None
+    # QR=0 and opcode 0 (RFC 1035 section 4.1.1); qdcount 1, ancount 0, nscount 0.
+    if data[2] & 0xF8 or data[4] or data[5] != 1 or data[6] or data[7] or data[8] or data[9]:
+        return None
+    if data[10]:
+        return None
+    arcount = data[11]
+    i = HEADER_SIZE
+    while True:
+        length = data[i]
+        if length == 0:
+            break
+        if length > 63:  # a compression pointer or an extended label type
+            return None
+        i += length + 1
+        if i >= size:
+            return None
+    name_end = i + 1
+    if name_end - HEADER_SIZE > 255:  # RFC 1035 section 2.3.4
+        return None
+    question_end = name_end + 4
+    cd = KEY_CD if data[3] & 0x10 else 0
+    if arcount == 0:
+        if question_end != size:
+            return None
+        return QueryHead(
+            data[HEADER_SIZE:name_end].lower() + data[name_end:question_end],
+            question_end,
+            cd,
+            CLASSIC_UDP_SIZE,
+            (data[name_end] << 8) | data[name_end + 1],
+        )
+    if arcount != 1:
+        return None
+    # The OPT pseudo-RR (RFC 6891 section 6.1.2): root owner, type 41, CLASS is
+    # the payload size, TTL holds extended rcode, version and flags.
+    opt = question_end
+    if opt + 11 > size or data[opt] != 0 or data[opt + 1] != 0 or data[opt + 2] != TYPE_OPT:
+        return None
+    # Version other than 0 must be answered BADVERS (RFC 6891 section 6.1.3): slow path.
+    if data[opt + 6] != 0:
+        return None
+    rdlength = (data[opt + 9] << 8) | data[opt + 10]
+    if opt + 11 + rdlength != size:
+        return None
+    # Payload sizes below 512 are treated as 512 (RFC 6891 section 6.2.5).
+    payload = max((data[opt + 3] << 8) | data[opt + 4], CLASSIC_UDP_SIZE)
+    do = KEY_DO if data[opt + 7] & 0x80 else 0
+    return QueryHead(
+        data[HEADER_SIZE:name_end].lower() + data[name_end:question_end],
+        question_end,
+        cd | do | KEY_EDNS,
+        payload,
+        (data[name_end] << 8) | data[name_end + 1],
+    )
+
+
+def skip_name(data: bytes, offset: int) -> int:
+    """The offset just past the (possibly compressed) name at ``offset``."""
+    size = len(data)
+    while True:
+        if offset >= size:
+            raise WireError("name runs past the end of the message")
+        length = data[offset]
+        if length == 0:
+            return offset + 1
+        if length & 0xC0 == 0xC0:  # RFC 1035 section 4.1.4: a pointer ends the name
+            if offset + 2 > size:
+                raise WireError("compression pointer runs past the end of the message")
+            return offset + 2
+        if length > 63:
+            raise WireError(f"unsupported label type 0x{length:02x}")
+        offset += length + 1
+
+
+class Record(NamedTuple):
+    """One resource record located in a message."""
+
+    section: int
+    rtype: int
+    ttl_offset: int
+    ttl: int
+    rdata_start: int
+    rdata_end: int
+
+
+class Layout(NamedTuple):
+    """Where things are in a response."""
+
+    rcode: int  # the 4 header bits (extended rcode bits are ignored here)
+    flags: int
+    qtype: int
+    question_end: int
+    records: tuple[Record, ...]
+
+
+def walk_response(data: bytes) -> Layout:
+    """Locate every resource record of a message with exactly one question."""
+    if len(data) < HEADER_SIZE:
+        raise WireError("shorter than a DNS header")
+    _, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
+    if qdcount != 1:
+        raise WireError(f"{qdcount} questions, expected 1")
+    offset = skip_name(data, HEADER_SIZE)
+    if offset + 4 > len(data):
+        raise WireError("question runs past the end of the message")
+    qtype = _U16.unpack_from(data, offset)[0]
+    offset += 4
+    question_end = offset
+    records: list[Record] = []
+    for section, count in (
+        (SECTION_ANSWER, ancount),
+        (SECTION_AUTHORITY, nscount),
+        (SECTION_ADDITIONAL, arcount),
+    ):
+        for _ in range(count):
+            offset = skip_name(data, offset)
+            if offset + 10 > len(data):
+                raise WireError("record header runs past the end of the message")
+            rtype, _, ttl, rdlength = _RR_FIXED.unpack_from(data, offset)
+            rdata_start = offset + 10
+            rdata_end = rdata_start + rdlength
+            if rdata_end > len(data):
+                raise WireError("record data runs past the end of the message")
+            records.append(Record(section, rtype, offset + 4, ttl, rdata_start, rdata_end))
+            offset = rdata_end
+    if offset != len(data):
+        raise WireError(f"{len(data) - offset} bytes of trailing junk")
+    return Layout(flags & 0x000F, flags, qtype, question_end, tuple(records))
+
+
+def formerr_for(data: bytes) -> bytes | None:
+    """A bare FORMERR response echoing ID, opcode and RD (RFC 1035 section 4.1.1).
+
+    None when the packet is too short to have a header or is itself a response
+    (answering responses invites reflection loops).
+    """
+    if len(data) < HEADER_SIZE or data[2] & 0x80:
+        return None
+    flags = FLAG_QR | (((data[2] << 8) | data[3]) & (OPCODE_MASK | FLAG_RD)) | 1
+    return data[:2] + _HEADER.pack(0, flags, 0, 0, 0, 0)[2:]

@@ -1,0 +1,315 @@
+"""Upstream forwarders: UDP with TCP on TC, timeouts, failover and retry-back.
+
+Upstreams are tried in order of preference.  Each attempt waits
+``upstream_timeout``; an upstream that fails ``upstream_max_failures`` times in
+a row is skipped for ``upstream_retry`` seconds, then tried again (totd's
+``retry``).  When every upstream is down they are all tried anyway: a slow
+answer is better than none.
+
+Spoofing resistance (RFC 5452 section 9.2): every query gets a random ID and
+goes out from a UDP socket on a kernel-chosen random port; sockets are
+connected to the upstream (so the kernel drops datagrams from other sources)
+and are replaced after a few uses.  A datagram is accepted only if it comes
+from the queried server, carries the ID of a pending query and echoes its
+question; anything else is counted and ignored while the query keeps waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+import struct
+import time
+from collections.abc import Callable, Sequence
+
+import dns.exception
+import dns.message
+import dns.rcode
+
+from totd_faith.dnsstats import DnsStats
+from totd_faith.dnswire import HEADER_SIZE, skip_name
+from totd_faith.endpoints import Endpoint
+
+log = logging.getLogger("totd_faith.upstream")
+
+#: Queries sent from one UDP socket before it is replaced by a new random port.
+SOCKET_USES = 64
+#: UDP sockets kept open per upstream (queries pick one at random).
+SOCKETS_PER_UPSTREAM = 4
+
+_LENGTH = struct.Struct("!H")
+_TRUNCATED = object()  # a UDP reply with TC set: retry over TCP
+
+
+class _Pending:
+    __slots__ = ("question", "future")
+
+    def __init__(self, question: bytes, future: asyncio.Future[object]) -> None:
+        self.question = question
+        self.future = future
+
+
+def _expire(future: asyncio.Future[object]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def reply_matches(data: bytes, qid: int, question: bytes) -> bool:
+    """Is ``data`` a response to the query with ``qid`` and (lowercased) ``question``?"""
+    return (
+        len(data) >= HEADER_SIZE + len(question)
+        and ((data[0] << 8) | data[1]) == qid
+        and bool(data[2] & 0x80)
+        and data[4:6] == b"\x00\x01"
+        and data[HEADER_SIZE : HEADER_SIZE + len(question)].lower() == question
+    )
+
+
+class _UdpChannel(asyncio.DatagramProtocol):
+    """One connected UDP socket towards one upstream, with its pending queries."""
+
+    def __init__(self, upstream: _Upstream, stats: DnsStats) -> None:
+        self.upstream = upstream
+        self.stats = stats
+        self.transport: asyncio.DatagramTransport | None = None
+        self.pending: dict[int, _Pending] = {}
+        self.uses = 0
+        self.retired = False
+        self.opening: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        pending = self.pending.get((data[0] << 8) | data[1]) if len(data) >= 2 else None
+        if (
+            pending is None
+            # The socket is connected, so the kernel filters sources; check anyway.
+            or addr[0] != self.upstream.host
+            or addr[1] != self.upstream.port
+            or not reply_matches(data, (data[0] << 8) | data[1], pending.question)
+        ):
+            self.stats.upstream_ignored += 1
+            return
+        if data[2] & 0x02:  # TC (RFC 1035 section 4.1.1): the full answer needs TCP
+            result: object = _TRUNCATED
+        else:
+            try:
+                result = dns.message.from_wire(data)
+            except Exception:  # garbage with a matching ID: keep waiting (RFC 5452 9.1)
+                self.stats.upstream_ignored += 1
+                return
+        del self.pending[(data[0] << 8) | data[1]]
+        if not pending.future.done():
+            pending.future.set_result(result)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port/host unreachable on a connected socket: the upstream is not
+        # there, so fail the waiting queries now instead of at their timeout.
+        self._fail_all()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail_all()
+
+    def _fail_all(self) -> None:
+        pending, self.pending = self.pending, {}
+        for item in pending.values():
+            _expire(item.future)
+
+    def new_id(self) -> int:
+        while True:
+            qid = secrets.randbits(16)
+            if qid not in self.pending:
+                return qid
+
+    def done_with(self, qid: int) -> None:
+        self.pending.pop(qid, None)
+        if self.retired and not self.pending and self.transport is not None:
+            self.transport.close()
+
+
+class _Upstream:
+    """One forwarder and its health."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.host = str(endpoint.host)
+        self.port = endpoint.port
+        self.failures = 0
+        self.down_until = 0.0
+        self.channels: list[_UdpChannel | None] = [None] * SOCKETS_PER_UPSTREAM
+
+
+class UpstreamPool:
+    """Sends queries to the configured upstreams and returns the accepted reply."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        *,
+        timeout: float,
+        max_failures: int,
+        retry: float,
+        stats: DnsStats,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.upstreams = [_Upstream(e) for e in endpoints]
+        self.timeout = timeout
+        self.max_failures = max_failures
+        self.retry = retry
+        self.stats = stats
+        self.clock = clock
+        self._closed = False
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return tuple(u.endpoint for u in self.upstreams)
+
+    def is_down(self, endpoint: Endpoint) -> bool:
+        now = self.clock()
+        return any(u.endpoint == endpoint and u.down_until > now for u in self.upstreams)
+
+    def _order(self) -> list[_Upstream]:
+        now = self.clock()
+        usable = [u for u in self.upstreams if u.down_until <= now]
+        return usable or list(self.upstreams)
+
+    async def query(self, message: dns.message.Message) -> dns.message.Message | None:
+        """The reply of the first upstream that answers, or None if all failed.
+
+        SERVFAIL and REFUSED move on to the next upstream too, but are returned
+        when nobody does better (DNS64 treats SERVFAIL as "synthesize", RFC 6147
+        section 5.1.3, so it must not be swallowed).
+        """
+        message.id = 0
+        wire = message.to_wire()
+        question = wire[HEADER_SIZE : skip_name(wire, HEADER_SIZE) + 4].lower()
+        fallback: dns.message.Message | None = None
+        for attempt, upstream in enumerate(self._order()):
+            if attempt:
+                self.stats.upstream_failovers += 1
+            reply = await self._ask(upstream, wire, question)
+            if reply is None:
+                self._failed(upstream)
+                continue
+            self._succeeded(upstream)
+            if reply.rcode() in (dns.rcode.SERVFAIL, dns.rcode.REFUSED):
+                fallback = reply
+                continue
+            return reply
+        return fallback
+
+    def _failed(self, upstream: _Upstream) -> None:
+        self.stats.upstream_failures += 1
+        upstream.failures += 1
+        now = self.clock()
+        if upstream.failures >= self.max_failures and upstream.down_until <= now:
+            if upstream.down_until == 0.0:
+                self.stats.upstream_marked_down += 1
+                log.warning(
+                    "upstream %s marked down after %d failures; retrying it in %.0f s",
+                    upstream.endpoint,
+                    upstream.failures,
+                    self.retry,
+                )
+            upstream.down_until = now + self.retry
+
+    def _succeeded(self, upstream: _Upstream) -> None:
+        if upstream.down_until:
+            log.info("upstream %s answers again", upstream.endpoint)
+        upstream.failures = 0
+        upstream.down_until = 0.0
+
+    async def _channel(self, upstream: _Upstream) -> _UdpChannel:
+        index = secrets.randbelow(SOCKETS_PER_UPSTREAM)
+        channel = upstream.channels[index]
+        if channel is None or channel.uses >= SOCKET_USES:
+            if channel is not None:
+                channel.retired = True
+                channel.done_with(-1)
+            channel = _UdpChannel(upstream, self.stats)
+            upstream.channels[index] = channel
+            channel.opening = asyncio.ensure_future(self._open(upstream, channel))
+        channel.uses += 1
+        if channel.transport is None:
+            # Opened by this query or a concurrent one; wait for it either way.
+            assert channel.opening is not None
+            await asyncio.shield(channel.opening)
+        return channel
+
+    async def _open(self, upstream: _Upstream, channel: _UdpChannel) -> None:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if upstream.endpoint.family_is_v6 else socket.AF_INET
+        try:
+            await loop.create_datagram_endpoint(
+                lambda: channel, remote_addr=upstream.endpoint.sockaddr, family=family
+            )
+        except OSError:
+            upstream.channels = [None if c is channel else c for c in upstream.channels]
+            raise
+
+    async def _ask(
+        self, upstream: _Upstream, wire: bytes, question: bytes
+    ) -> dns.message.Message | None:
+        if self._closed:
+            return None
+        try:
+            channel = await self._channel(upstream)
+        except OSError as exc:
+            log.debug("upstream %s: cannot open a UDP socket: %s", upstream.endpoint, exc)
+            return None
+        qid = channel.new_id()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[object] = loop.create_future()
+        channel.pending[qid] = _Pending(question, future)
+        timer = loop.call_later(self.timeout, _expire, future)
+        try:
+            assert channel.transport is not None
+            channel.transport.sendto(_LENGTH.pack(qid) + wire[2:])
+            result = await future
+        finally:
+            timer.cancel()
+            channel.done_with(qid)
+        if result is _TRUNCATED:
+            self.stats.upstream_tcp_retries += 1
+            return await self._ask_tcp(upstream, wire, question)
+        assert result is None or isinstance(result, dns.message.Message)
+        return result
+
+    async def _ask_tcp(
+        self, upstream: _Upstream, wire: bytes, question: bytes
+    ) -> dns.message.Message | None:
+        """RFC 7766 section 6.2.1: query over TCP, two-byte length prefix."""
+        qid = secrets.randbits(16)
+        writer: asyncio.StreamWriter | None = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                reader, writer = await asyncio.open_connection(upstream.host, upstream.port)
+                writer.write(_LENGTH.pack(len(wire)) + _LENGTH.pack(qid) + wire[2:])
+                while True:
+                    size = _LENGTH.unpack(await reader.readexactly(2))[0]
+                    data = await reader.readexactly(size)
+                    if reply_matches(data, qid, question):
+                        try:
+                            return dns.message.from_wire(data)
+                        except dns.exception.DNSException:
+                            pass
+                    self.stats.upstream_ignored += 1
+        except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            log.debug("upstream %s over TCP: %r", upstream.endpoint, exc)
+            return None
+        finally:
+            if writer is not None:
+                writer.close()
+
+    def close(self) -> None:
+        """Stop sending; sockets close once their pending queries are done."""
+        self._closed = True
+        for upstream in self.upstreams:
+            for channel in upstream.channels:
+                if channel is not None:
+                    channel.retired = True
+                    channel.done_with(-1)
