@@ -22,6 +22,7 @@ import secrets
 import socket
 import struct
 import time
+from typing import cast
 from collections.abc import Callable, Sequence
 
 import dns.exception
@@ -80,8 +81,7 @@ class _UdpChannel(asyncio.DatagramProtocol):
         self.opening: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         pending = self.pending.get((data[0] << 8) | data[1]) if len(data) >= 2 else None
