@@ -22,8 +22,8 @@ import secrets
 import socket
 import struct
 import time
-from typing import cast
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import dns.exception
 import dns.message
