@@ -1,0 +1,131 @@
+"""Building the messages the DNS64 core hands out: upstream queries and client responses.
+
+Pure dnspython message work, no I/O.  Every response echoes the client's ID,
+opcode, RD and CD flags and the question exactly as received (letter case
+included), because stub resolvers match answers to questions byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+#: The EDNS payload size we advertise to clients (the DNS Flag Day 2020 value);
+#: the shell truncates each answer to what the client itself can take.
+SERVER_PAYLOAD = 1232
+
+Section = list[dns.rrset.RRset]
+
+_RD = dns.flags.RD
+_CD = dns.flags.CD
+_AD = dns.flags.AD
+_DO = dns.flags.DO
+_QR = dns.flags.QR
+_RA = dns.flags.RA
+
+
+def wants_dnssec(query: dns.message.Message) -> bool:
+    """The client set the DO bit (RFC 3225)."""
+    return query.edns >= 0 and bool(query.ednsflags & _DO)
+
+
+def checking_disabled(query: dns.message.Message) -> bool:
+    return bool(query.flags & _CD)
+
+
+def upstream_query(
+    query: dns.message.Message,
+    qname: dns.name.Name,
+    rdtype: dns.rdatatype.RdataType,
+    rdclass: dns.rdataclass.RdataClass,
+    payload: int,
+) -> dns.message.QueryMessage:
+    """A query for ``qname``/``rdtype`` to send upstream on behalf of ``query``.
+
+    We always ask for recursion and always use EDNS (larger answers over UDP).
+    DO is passed on when the client set it (RFC 3225), and CD too (RFC 4035
+    section 3.2.2: a security-aware stub that sets CD wants unchecked data);
+    AD is passed on as the client's signal that it understands it (RFC 6840
+    section 5.7).  The ID is left at 0: the shell picks a random one.
+    """
+    message = dns.message.QueryMessage(id=0)
+    message.flags = _RD | (query.flags & (_CD | _AD))
+    message.question = [dns.rrset.RRset(qname, rdclass, rdtype)]
+    message.use_edns(0, _DO if wants_dnssec(query) else 0, payload)
+    return message
+
+
+def new_response(query: dns.message.Message, rcode: int = dns.rcode.NOERROR) -> dns.message.Message:
+    """An empty response to ``query`` (like ``dns.message.make_response``, which refuses
+    messages that have QR set; a proxy answers whatever it was sent).
+
+    RA is set because we look like a recursive resolver to clients; AA stays
+    off because nothing we hand out is authoritative.  RD and CD are copied
+    (RFC 1035 section 4.1.1, RFC 4035 section 3.2.2), and so is DO when the
+    query had EDNS (RFC 3225 section 3).
+    """
+    response = dns.message.QueryMessage(id=query.id)
+    response.flags = _QR | _RA | (query.flags & (_RD | _CD))
+    response.set_opcode(query.opcode())
+    response.question = list(query.question)
+    if query.edns >= 0:
+        response.use_edns(0, query.ednsflags & _DO, SERVER_PAYLOAD)
+    set_rcode(response, rcode)
+    return response
+
+
+def set_rcode(response: dns.message.Message, rcode: int) -> None:
+    """Set ``rcode``; an extended RCODE (RFC 6891 section 6.1.3) needs EDNS, so a
+    client without EDNS gets SERVFAIL instead of a truncated, wrong code."""
+    if rcode > 15 and response.edns < 0 or rcode > 4095:
+        rcode = dns.rcode.SERVFAIL
+    response.set_rcode(dns.rcode.Rcode.make(rcode))
+
+
+def relay(
+    query: dns.message.Message,
+    reply: dns.message.Message,
+    *,
+    answer: Iterable[dns.rrset.RRset] | None = None,
+    keep_ad: bool = True,
+) -> dns.message.Message:
+    """The client's view of an upstream ``reply``: client ID, question and flags
+    restored, RCODE and sections passed through (``answer`` replaces the answer
+    section when given).
+
+    AD is passed on only when the client asked for it with DO or AD (RFC 6840
+    section 5.7) and ``keep_ad`` allows; we do not validate, so we can only
+    repeat what the upstream asserted.
+    """
+    response = new_response(query, reply.rcode())
+    if keep_ad and reply.flags & _AD and (wants_dnssec(query) or query.flags & _AD):
+        response.flags |= _AD
+    response.answer = list(reply.answer) if answer is None else list(answer)
+    response.authority = list(reply.authority)
+    response.additional = list(reply.additional)
+    return response
+
+
+def servfail(query: dns.message.Message) -> dns.message.Message:
+    return new_response(query, dns.rcode.SERVFAIL)
+
+
+def local_response(
+    query: dns.message.Message,
+    rcode: int,
+    answer: Iterable[dns.rrset.RRset],
+    authority: Iterable[dns.rrset.RRset] = (),
+) -> dns.message.Message:
+    """A response built from local data (ipv4only.arpa, static hosts)."""
+    response = new_response(query, rcode)
+    response.answer = list(answer)
+    response.authority = list(authority)
+    return response
