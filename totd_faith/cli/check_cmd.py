@@ -105,11 +105,11 @@ def check(
     except AddressError as exc:
         raise click.BadParameter(str(exc), param_hint="PORT") from None
     config = load_config(config_path, {})
+    dns_server = _server(server, config.dns.listen)
     if isinstance(target, ipaddress.IPv6Address):
         addresses = [target]
         shown = str(target)
     else:
-        dns_server = _server(server, config.dns.listen)
         addresses = resolve_aaaa(target, dns_server, timeout)
         shown = target.to_text(omit_final_dot=True)
         for address in addresses:
