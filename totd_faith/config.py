@@ -452,6 +452,12 @@ class RelayConfig:
     all_ports: bool = setting(
         False, "Catch every TCP and UDP port of the prefixes with nftables tproxy (root).", p_bool
     )
+    tproxy_port: int = setting(
+        64646,
+        "All-ports mode: the local port nftables tproxy steers TCP and UDP to "
+        "(any free port; clients never see it).",
+        p_port,
+    )
     maps: tuple[RelayMap, ...] = setting(
         tuple,
         "Port maps, no prefix needed: 'LISTEN=TARGET' or {listen, target, protocol, "
