@@ -33,14 +33,13 @@ from typing import Any, Protocol, cast
 import dns.exception
 import dns.flags
 import dns.message
-import dns.opcode
 import dns.rcode
 import dns.rdatatype
 
 from totd_faith.config import Config
 from totd_faith.dnscache import DnsCache
 from totd_faith.dnsstats import DnsStats
-from totd_faith.dnswire import HEADER_SIZE, QueryHead, formerr_for, scan_query
+from totd_faith.dnswire import HEADER_SIZE, QueryHead, formerr_for, header_response, scan_query
 from totd_faith.endpoints import Endpoint, IPAddress
 from totd_faith.errors import OperatorError
 from totd_faith.policy import unmap
@@ -347,7 +346,8 @@ class DnsService:
         task.add_done_callback(self._tasks.discard)
 
     def admit(self, data: bytes) -> bool:
-        """May this packet take the slow path?  Counts what is dropped."""
+        """May this packet take the slow path?  Counts what is dropped; on True the
+        caller must run :meth:`answer`, which releases the in-flight slot."""
         if len(data) < HEADER_SIZE or data[2] & 0x80:
             # Too short to answer, or a response (answering it invites loops).
             self.stats.dropped += 1
@@ -355,19 +355,22 @@ class DnsService:
         if self.inflight >= self.config.dns.max_inflight:
             self.stats.dropped_inflight += 1
             return False
+        # Counted from admission, not from when the task first runs, so a burst
+        # arriving in one loop iteration is bounded too.
+        self.inflight += 1
         return True
 
     async def answer(
         self, data: bytes, host: str, head: QueryHead | None, client_class: int, udp_limit: int
     ) -> bytes | None:
-        """The slow path: the response bytes for one query (None: drop it)."""
-        self.inflight += 1
+        """The slow path for an admitted query: the response bytes (None: drop it)."""
         try:
             return await self._answer(data, host, head, client_class, udp_limit)
         except Exception:
+            # A bug must cost one query, not the server: answer SERVFAIL.
             self.stats.errors += 1
             log.debug("dns: failed to answer a query from %s", host, exc_info=True)
-            return None
+            return header_response(data, dns.rcode.SERVFAIL)
         finally:
             self.inflight -= 1
 
@@ -389,16 +392,8 @@ class DnsService:
             stats.queries_by_type[query.question[0].rdtype if query.question else 0] += 1
         else:
             stats.cache_misses += 1
-        if query.opcode() != dns.opcode.QUERY:
-            response = dns.message.make_response(query)
-            response.set_rcode(dns.rcode.NOTIMP)
-        elif len(query.question) != 1:
-            # RFC 9619: a query has exactly one question.
-            stats.formerr += 1
-            response = dns.message.make_response(query)
-            response.set_rcode(dns.rcode.FORMERR)
-        else:
-            response = await self._resolve(query, host)
+        # Opcode, question count, EDNS version and ACL are the core's decisions.
+        response = await self._resolve(query, host)
         wire = response.to_wire()
         if head is not None and client_class >= 0:
             self.cache.put((head.question_key, head.flags | client_class), wire, self.clock())

@@ -203,13 +203,18 @@ def walk_response(data: bytes) -> Layout:
     return Layout(flags & 0x000F, flags, qtype, question_end, tuple(records))
 
 
-def formerr_for(data: bytes) -> bytes | None:
-    """A bare FORMERR response echoing ID, opcode and RD (RFC 1035 section 4.1.1).
+def header_response(data: bytes, rcode: int) -> bytes | None:
+    """A bare response with ``rcode`` echoing ID, opcode and RD (RFC 1035 section 4.1.1).
 
     None when the packet is too short to have a header or is itself a response
     (answering responses invites reflection loops).
     """
     if len(data) < HEADER_SIZE or data[2] & 0x80:
         return None
-    flags = FLAG_QR | (((data[2] << 8) | data[3]) & (OPCODE_MASK | FLAG_RD)) | 1
+    flags = FLAG_QR | (((data[2] << 8) | data[3]) & (OPCODE_MASK | FLAG_RD)) | (rcode & 0x0F)
     return data[:2] + _HEADER.pack(0, flags, 0, 0, 0, 0)[2:]
+
+
+def formerr_for(data: bytes) -> bytes | None:
+    """FORMERR for a query whose header is readable but the rest is not."""
+    return header_response(data, 1)

@@ -55,6 +55,9 @@ class PassThrough:
         if not self.allowed(client):
             response.set_rcode(dns.rcode.REFUSED)
             return response
+        if len(query.question) != 1:
+            response.set_rcode(dns.rcode.FORMERR)
+            return response
         question = query.question[0]
         outgoing = dns.message.make_query(
             question.name, question.rdtype, question.rdclass, use_edns=0, payload=1232
