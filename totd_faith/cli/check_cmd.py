@@ -94,6 +94,7 @@ def check(
     address, which skips DNS; PORT is a number or a service name. Exit status
     0 when any attempt connected, 1 when none did or DNS gave no address.
 
+    \b
     Example: totd-faith check cvs.example.org 5999 --server '[2001:db8:1::53]:53'
     """
     try:

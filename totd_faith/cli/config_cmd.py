@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,9 @@ from totd_faith.cli.common import (
     overrides_from,
 )
 from totd_faith.config import load_file, to_toml
-from totd_faith.errors import PrefixError
+from totd_faith.errors import AddressError, PrefixError
 from totd_faith.prefix import Nat64Prefix
+from totd_faith.tcping import parse_service
 
 
 @click.group(cls=Group)
@@ -61,17 +61,10 @@ def _read_legacy(path: str) -> str:
 
 def _relay_port(value: str) -> int:
     """A port number or a service name from /etc/services, as faithd took."""
-    if value.isdigit():
-        port = int(value)
-        if 1 <= port <= 65535:
-            return port
-        raise click.BadParameter(f"{value} is not a port number (1-65535)")
     try:
-        return socket.getservbyname(value, "tcp")
-    except OSError:
-        raise click.BadParameter(
-            f"{value!r} is neither a port number nor a TCP service name"
-        ) from None
+        return parse_service(value)
+    except AddressError as exc:
+        raise click.BadParameter(str(exc), param_hint="--port") from None
 
 
 def _check_prefixes(prefixes: tuple[str, ...]) -> list[str]:
@@ -121,6 +114,7 @@ def import_totd(file: str, faithd_file: str | None, ports: tuple[str, ...]) -> N
     Settings totd-faith does not have (stf, scoped, interfaces) are reported
     as warnings on stderr, each naming its line; the TOML goes to stdout.
 
+    \b
     Example: totd-faith config import-totd /usr/local/etc/totd.conf > totd-faith.toml
     """
     migration = legacy.parse_totd(_read_legacy(file), file)
@@ -154,6 +148,7 @@ def import_faithd(file: str, prefixes: tuple[str, ...], ports: tuple[str, ...]) 
     match wins); faithd.conf names neither the prefix nor the ports, so give
     them with --prefix and --port.
 
+    \b
     Example: totd-faith config import-faithd --prefix 2001:db8:5999::/96 --port 5999 faithd.conf
     """
     migration = legacy.parse_faithd(
