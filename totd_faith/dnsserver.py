@@ -394,7 +394,8 @@ class DnsService:
             stats.cache_misses += 1
         # Opcode, question count, EDNS version and ACL are the core's decisions.
         response = await self._resolve(query, host)
-        wire = response.to_wire()
+        # max_size: dnspython would otherwise cap at the request payload and raise.
+        wire = response.to_wire(max_size=_TCP_MAX_MESSAGE, prefer_truncation=True)
         if head is not None and client_class >= 0:
             self.cache.put((head.question_key, head.flags | client_class), wire, self.clock())
         if len(wire) > udp_limit:

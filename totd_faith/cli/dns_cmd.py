@@ -53,4 +53,8 @@ def dns(config_path: str | None, **flags: Any) -> None:
     config = reload_config()
     setup_logging(config.log)
     service = DnsService(config)
-    run([service], config, reload_config, ready=lambda: sdnotify.ready("answering DNS"))
+
+    def ready() -> None:
+        sdnotify.ready("answering DNS")
+
+    run([service], config, reload_config, ready=ready)
