@@ -194,12 +194,25 @@ def connect_once(
     clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[float | None, str | None]:
     """(seconds to connect, None) or (None, why not) for one TCP connect over IPv6."""
+    scope = 0
+    if address.scope_id:
+        # A link-local literal such as fe80::1%eth0: the tuple's scope ID wins
+        # over the text's, so pass the interface index explicitly.
+        try:
+            scope = (
+                int(address.scope_id)
+                if address.scope_id.isdigit()
+                else socket.if_nametoindex(address.scope_id)
+            )
+        except OSError:
+            return None, f"error (no interface named {address.scope_id!r})"
+    host = str(address).partition("%")[0]
     sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
         start = clock()
         try:
-            sock.connect((str(address), port, 0, 0))
+            sock.connect((host, port, 0, scope))
         except OSError as exc:
             return None, _describe(exc, timeout)
         return clock() - start, None
@@ -244,8 +257,10 @@ def format_attempt(attempt: Attempt) -> str:
 
 def format_summary(target: str, port: int, summary: Summary) -> str:
     loss = 100 * summary.failed // summary.attempts if summary.attempts else 0
+    plural = "" if summary.attempts == 1 else "s"
     line = (
-        f"--- {target} port {port}: {summary.attempts} attempts, {summary.connected} connected, "
+        f"--- {target} port {port}: {summary.attempts} attempt{plural}, "
+        f"{summary.connected} connected, "
         f"{summary.failed} failed ({loss}% failed)"
     )
     if summary.minimum is not None and summary.average is not None and summary.maximum is not None:

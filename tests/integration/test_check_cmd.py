@@ -191,6 +191,20 @@ def test_ipv6_literal_needs_no_dns(listener: int) -> None:
     assert [what.split(" time=")[0] for _, _, what in attempts(result.stdout)] == ["connected"]
 
 
+def test_link_local_literal_with_unknown_interface(listener: int) -> None:
+    # Fails on the interface name before any packet is sent.
+    result = check("fe80::1%no-such-if0", str(listener), "-n", "1")
+    assert result.returncode == 1
+    assert "seq=1 error (no interface named 'no-such-if0')" in result.stdout
+    assert "1 attempt, 0 connected" in result.stdout
+
+
+def test_scoped_loopback_literal_connects(listener: int) -> None:
+    result = check("::1%lo", str(listener), "-n", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"[::1%lo]:{listener}: seq=1 connected time=" in result.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -121,7 +121,7 @@ def test_summary_without_success_has_no_times() -> None:
     summary = Summary.of([Attempt(1, V6("::1"), 9, None, "refused")])
     assert summary.minimum is None and summary.connected == 0
     assert format_summary("::1", 9, summary) == (
-        "--- ::1 port 9: 1 attempts, 0 connected, 1 failed (100% failed)"
+        "--- ::1 port 9: 1 attempt, 0 connected, 1 failed (100% failed)"
     )
 
 
