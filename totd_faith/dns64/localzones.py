@@ -55,7 +55,7 @@ class LocalAnswer:
 def _soa(origin: dns.name.Name, ttl: int) -> dns.rrset.RRset:
     # RFC 2308 section 3: the negative TTL is min(SOA TTL, MINIMUM): both = ttl.
     rdata = dns.rdata.from_text(
-        IN, SOA, f"{origin} {_CONTACT} 1 {ttl} {ttl} {ttl * 7} {ttl}", relativize=False
+        IN, SOA, f"{origin} {_CONTACT} 1 {ttl} {ttl // 3} {ttl * 168} {ttl}", relativize=False
     )
     return dns.rrset.from_rdata_list(origin, ttl, [rdata])
 
