@@ -113,10 +113,6 @@ class Migration:
         self.origins.setdefault(path, (source, line))
         items.append(value)
 
-    def get(self, path: str) -> Any:
-        table, key = self._section(path)
-        return table.get(key)
-
     def comment(self, path: str, *lines: str) -> None:
         self.comments.setdefault(path, []).extend(lines)
 
