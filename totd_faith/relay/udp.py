@@ -62,7 +62,7 @@ Route = tuple[Endpoint, Nat64Prefix | None] | str
 #: Makes the reply path of a new session: a function that sends one datagram
 #: to the client, and optionally a socket on which the client's later
 #: datagrams arrive (all-ports mode) and which ends with the session.
-ReplyPath = tuple[Callable[[bytes], None], socket.socket | None]
+ReplyPath = tuple[Callable[[bytes], object], socket.socket | None]
 
 
 def endpoint_of(sockaddr: Sockaddr) -> Endpoint:
@@ -88,7 +88,7 @@ class Flow:
     """The shell's half of a session: its backend socket and the way back to the client."""
 
     backend: socket.socket
-    reply: Callable[[bytes], None]
+    reply: Callable[[bytes], object]
     #: All-ports mode: the transparent socket bound to the original destination.
     client_side: socket.socket | None = None
     #: What received the first datagram (a listener), so closing it ends its sessions.
