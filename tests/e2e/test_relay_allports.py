@@ -73,6 +73,9 @@ def net(topology: Topology) -> Hosts:
 
 
 def test_unlisted_tcp_and_udp_ports_work_and_setup_is_removed(net: Hosts, tmp_path: Path) -> None:
+    # hostsetup.sysctl_steps() is empty: this works with the namespace defaults.
+    for key in ("net/ipv6/conf/all/forwarding", "net/ipv6/ip_nonlocal_bind"):
+        assert net.relay.run("cat", f"/proc/sys/{key}").stdout.strip() == "0", key
     relay = Relay(net.relay, tmp_path, CONFIG)
     # Ready when a TCP connection through the tproxy rule is accepted.
     wait_tcp(net.client, SERVER_V6, 8080, timeout=15.0)

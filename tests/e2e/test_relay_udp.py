@@ -64,6 +64,9 @@ def relay(net: Hosts, tmp_path: Path) -> Relay:
 
 
 def test_prefix_mode_replies_come_from_the_dialled_address(net: Hosts, relay: Relay) -> None:
+    # hostsetup.sysctl_steps() is empty: replies from AnyIP addresses need no sysctl.
+    for key in ("net/ipv6/conf/all/forwarding", "net/ipv6/ip_nonlocal_bind"):
+        assert net.relay.run("cat", f"/proc/sys/{key}").stdout.strip() == "0", key
     probe = udp_probe(net.client, SERVER_V6, 7, "one", "two", "three")
     assert [r.get("data") for r in probe["replies"]] == ["one", "two", "three"]
     for reply in probe["replies"]:
