@@ -1,0 +1,372 @@
+"""DNS64 benchmark: totd-faith dns vs Unbound (dns64 iterator) with dnsperf, one run.
+
+Both servers sit in front of the same NSD serving ``bench.example.`` (100 hot
+and 20,000 cold A-only names) and synthesize into the same Network-Specific
+Prefix.  Two query files, the same for both servers:
+
+* hot:  100 A-only names asked for AAAA, repeated (cache hits after a warm-up);
+* cold: 20,000 distinct A-only names asked for AAAA once each (every query is
+  a miss: AAAA and A upstream, then synthesis).
+
+Run as a script (pytest does not collect tests/bench)::
+
+    python tests/bench/bench_dns.py [--duration 10] [--server-cpu 0 --client-cpu 1]
+
+It prints a table (qps, p50/p99 latency from dnsperf -v per-query latencies)
+and writes the raw dnsperf outputs under --workdir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.dnsprobe import any_response, wait_dns  # noqa: E402
+from tests.support.nsd import NsdServer, _zone_filename, nsd_config  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
+from tests.support.process import Daemon  # noqa: E402
+from tests.support.unbound import dns64_options, start_unbound  # noqa: E402
+from totd_faith.endpoints import Endpoint, parse_endpoint  # noqa: E402
+
+ZONE = "bench.example."
+PREFIX = "2001:db8:64::/96"
+HOT = 100
+DOC_NETS = [ipaddress.IPv4Network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")]
+
+
+def _address(i: int) -> str:
+    net = DOC_NETS[(i // 254) % 3]
+    return str(net.network_address + 1 + i % 254)
+
+
+def zone_text(cold: int) -> str:
+    lines = [
+        f"$ORIGIN {ZONE}",
+        "$TTL 3600",
+        "@ IN SOA ns.bench.example. hostmaster.bench.example. 1 3600 600 86400 300",
+        "@ IN NS ns",
+        "ns IN A 192.0.2.53",
+    ]
+    lines += [f"h{i} IN A {_address(i)}" for i in range(HOT)]
+    lines += [f"c{i} IN A {_address(i)}" for i in range(cold)]
+    return "\n".join(lines) + "\n"
+
+
+def write_query_files(workdir: Path, cold: int) -> tuple[Path, Path]:
+    hot_file = workdir / "hot.txt"
+    hot_file.write_text("".join(f"h{i}.{ZONE} AAAA\n" for i in range(HOT)))
+    cold_file = workdir / "cold.txt"
+    cold_file.write_text("".join(f"c{i}.{ZONE} AAAA\n" for i in range(cold)))
+    return hot_file, cold_file
+
+
+@dataclass
+class Result:
+    server: str
+    load: str
+    sent: int
+    completed: int
+    qps: float
+    p50_ms: float
+    p99_ms: float
+    rcodes: str
+
+
+_LATENCY = re.compile(r"^> (\S+) \S+ \S+ ([0-9.]+)$", re.MULTILINE)
+
+
+def parse_dnsperf(server: str, load: str, output: str) -> Result:
+    def number(label: str) -> float:
+        match = re.search(rf"{label}:\s+([0-9.]+)", output)
+        if match is None:
+            raise RuntimeError(f"dnsperf output has no {label!r}:\n{output[-2000:]}")
+        return float(match.group(1))
+
+    latencies = sorted(float(m.group(2)) for m in _LATENCY.finditer(output))
+    if latencies:
+        p50 = statistics.median(latencies) * 1000
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    else:
+        p50 = p99 = float("nan")
+    rcodes = re.search(r"Response codes:\s+(.*)", output)
+    return Result(
+        server,
+        load,
+        int(number("Queries sent")),
+        int(number("Queries completed")),
+        number("Queries per second"),
+        p50,
+        p99,
+        rcodes.group(1).strip() if rcodes else "",
+    )
+
+
+def taskset(cpu: str | None) -> list[str]:
+    return ["taskset", "-c", cpu] if cpu is not None and shutil.which("taskset") else []
+
+
+def dnsperf(
+    endpoint: Endpoint,
+    queries: Path,
+    *,
+    seconds: float,
+    runs: int,
+    outstanding: int,
+    cpu: str | None,
+    out: Path,
+) -> str:
+    argv = [
+        *taskset(cpu),
+        "dnsperf",
+        "-s",
+        str(endpoint.host),
+        "-p",
+        str(endpoint.port),
+        "-d",
+        str(queries),
+        "-l",
+        str(seconds),
+        "-n",
+        str(runs),
+        "-q",
+        str(outstanding),
+        "-t",
+        "5",
+        "-v",
+    ]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    text = " ".join(argv) + "\n" + result.stdout + result.stderr
+    out.write_text(text)
+    if result.returncode != 0:
+        raise RuntimeError(f"dnsperf failed ({result.returncode}):\n{text[-2000:]}")
+    return text
+
+
+def start_bench_nsd(zone: str, workdir: Path) -> NsdServer:
+    """NSD as tests/support/nsd.py starts it, plus ``rrl-ratelimit: 0``.
+
+    Debian's NSD has response rate limiting on by default (200 qps per source
+    block): under benchmark load it answers with TC or drops, which would turn
+    both resolvers' cold runs into TCP retries and timeouts.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    (workdir / _zone_filename(ZONE)).write_text(zone)
+    text = nsd_config({ZONE: zone}, workdir, "127.0.0.1", port)
+    text = text.replace(
+        "server:\n", "server:\n  rrl-ratelimit: 0\n  rrl-whitelist-ratelimit: 0\n", 1
+    )
+    conf = workdir / "nsd.conf"
+    conf.write_text(text)
+    binary = shutil.which("nsd") or "/usr/sbin/nsd"
+    daemon = Daemon("nsd", [binary, "-d", "-c", str(conf)], workdir, logs=[workdir / "nsd.log"])
+    endpoint = parse_endpoint(f"127.0.0.1:{port}")
+    try:
+        wait_dns(endpoint, ZONE, "SOA", check=any_response, timeout=60, daemon=daemon)
+    except BaseException:
+        daemon.stop()
+        raise
+    return NsdServer(endpoint, workdir, daemon)
+
+
+def start_totd_faith(workdir: Path, upstream: Endpoint, cpu: str | None) -> tuple[Endpoint, Daemon]:
+    port = free_port()
+    conf = workdir / "totd-faith.toml"
+    conf.write_text(
+        f'prefixes = ["{PREFIX}"]\n'
+        f'[dns]\nlisten = ["127.0.0.1:{port}"]\nupstreams = ["{upstream}"]\n'
+        '[log]\nlevel = "warning"\n'
+    )
+    argv = [*taskset(cpu), sys.executable, "-m", "totd_faith", "dns", "-c", str(conf)]
+    run_dir = workdir / "totd-faith"
+    run_dir.mkdir(exist_ok=True)
+    daemon = Daemon("totd-faith", argv, run_dir)
+    endpoint = parse_endpoint(f"127.0.0.1:{port}")
+    wait_dns(endpoint, "ipv4only.arpa.", "AAAA", check=any_response, daemon=daemon)
+    return endpoint, daemon
+
+
+def pin(pid: int, cpu: str | None) -> None:
+    if cpu is not None and shutil.which("taskset"):
+        subprocess.run(
+            ["taskset", "-a", "-p", "-c", cpu, str(pid)], capture_output=True, check=False
+        )
+
+
+def warm(endpoint: Endpoint, hot_file: Path, cpu: str | None, workdir: Path, name: str) -> None:
+    dnsperf(
+        endpoint,
+        hot_file,
+        seconds=5,
+        runs=2,
+        outstanding=10,
+        cpu=cpu,
+        out=workdir / f"{name}-warmup.txt",
+    )
+
+
+def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    if shutil.which("py-spy") is None:
+        print("py-spy not installed: no profile", file=sys.stderr)
+        return None
+    return subprocess.Popen(
+        [
+            "py-spy",
+            "record",
+            "--format",
+            "raw",
+            "-d",
+            str(int(seconds)),
+            "-o",
+            str(out),
+            "-p",
+            str(pid),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def machine() -> str:
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    head = "\n".join(lscpu.splitlines()[:10])
+    return f"nproc {os.cpu_count()}, {platform.platform()}\n{head}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per hot run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating hot rounds")
+    parser.add_argument("--cold-names", type=int, default=20_000)
+    parser.add_argument("--cold-limit", type=float, default=60.0, help="seconds cap per cold run")
+    parser.add_argument("--outstanding", type=int, default=100, help="dnsperf -q")
+    parser.add_argument("--server-cpu", default="0", help="taskset CPU for the servers ('' = none)")
+    parser.add_argument("--client-cpu", default="1", help="taskset CPU for dnsperf and NSD")
+    parser.add_argument("--only", choices=("totd-faith", "unbound"), default=None)
+    parser.add_argument("--profile", action="store_true", help="py-spy the hot and cold runs")
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    server_cpu = args.server_cpu or None
+    client_cpu = args.client_cpu or None
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-dns-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    hot_file, cold_file = write_query_files(workdir, args.cold_names)
+
+    nsd = start_bench_nsd(zone_text(args.cold_names), workdir / "nsd")
+    pin(nsd.daemon.pid, client_cpu)
+    results: list[Result] = []
+    daemons: list[Daemon] = [nsd.daemon]
+    try:
+        servers: list[tuple[str, Endpoint, int]] = []
+        if args.only in (None, "totd-faith"):
+            ours, daemon = start_totd_faith(workdir, nsd.endpoint, server_cpu)
+            daemons.append(daemon)
+            servers.append(("totd-faith", ours, daemon.pid))
+        if args.only in (None, "unbound"):
+            options, clauses = dns64_options(PREFIX, {ZONE: nsd.endpoint})
+            unbound = start_unbound(workdir / "unbound", options, clauses)
+            pin(unbound.daemon.pid, server_cpu)
+            daemons.append(unbound.daemon)
+            servers.append(("unbound", unbound.endpoint, unbound.daemon.pid))
+        for name, endpoint, pid in servers:
+            # Cold first, while the cache is empty: every name exactly once.
+            spy = (
+                profile(pid, args.cold_limit, workdir / f"{name}-cold.pyspy")
+                if args.profile and name == "totd-faith"
+                else None
+            )
+            started = time.monotonic()
+            text = dnsperf(
+                endpoint,
+                cold_file,
+                seconds=args.cold_limit,
+                runs=1,
+                outstanding=args.outstanding,
+                cpu=client_cpu,
+                out=workdir / f"{name}-cold.txt",
+            )
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+                spy.wait()
+            results.append(parse_dnsperf(name, "cold", text))
+            print(f"{name} cold done in {time.monotonic() - started:.1f}s", file=sys.stderr)
+            warm(endpoint, hot_file, client_cpu, workdir, name)
+        # Hot: alternate the servers round by round, so that load from other
+        # processes on a shared machine hits both alike; report the median round.
+        for round_ in range(args.rounds):
+            for name, endpoint, pid in servers:
+                spy = (
+                    profile(pid, args.duration, workdir / f"{name}-hot{round_}.pyspy")
+                    if args.profile and name == "totd-faith"
+                    else None
+                )
+                text = dnsperf(
+                    endpoint,
+                    hot_file,
+                    seconds=args.duration,
+                    runs=1_000_000,
+                    outstanding=args.outstanding,
+                    cpu=client_cpu,
+                    out=workdir / f"{name}-hot{round_}.txt",
+                )
+                if spy is not None:
+                    spy.wait()
+                results.append(parse_dnsperf(name, f"hot{round_}", text))
+    finally:
+        for daemon in reversed(daemons):
+            daemon.stop()
+
+    print(f"\nmachine: {machine()}\n")
+    print(f"workdir: {workdir}; servers on CPU {server_cpu}, dnsperf+NSD on CPU {client_cpu}\n")
+    print("| load | server | queries sent | completed | qps | p50 ms | p99 ms | rcodes |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
+    for r in results:
+        print(
+            f"| {r.load} | {r.server} | {r.sent} | {r.completed} | {r.qps:,.0f} | "
+            f"{r.p50_ms:.3f} | {r.p99_ms:.3f} | {r.rcodes} |"
+        )
+    summary: dict[tuple[str, str], Result] = {}
+    for name in ("totd-faith", "unbound"):
+        hot = sorted(
+            (r for r in results if r.server == name and r.load.startswith("hot")),
+            key=lambda r: r.qps,
+        )
+        if hot:
+            summary[(name, "hot")] = hot[len(hot) // 2]
+        cold = [r for r in results if r.server == name and r.load == "cold"]
+        if cold:
+            summary[(name, "cold")] = cold[0]
+    print("\nsummary (hot: median round)\n")
+    print(
+        "| load | totd-faith qps | unbound qps | ratio "
+        "| totd-faith p50/p99 ms | unbound p50/p99 ms |"
+    )
+    print("|---|---:|---:|---:|---|---|")
+    for load in ("hot", "cold"):
+        ours_r, theirs = summary.get(("totd-faith", load)), summary.get(("unbound", load))
+        if ours_r and theirs and theirs.qps:
+            print(
+                f"| {load} | {ours_r.qps:,.0f} | {theirs.qps:,.0f} | "
+                f"{ours_r.qps / theirs.qps:.2f}x | {ours_r.p50_ms:.3f} / {ours_r.p99_ms:.3f} | "
+                f"{theirs.p50_ms:.3f} / {theirs.p99_ms:.3f} |"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
