@@ -8,6 +8,7 @@ SIGTERM.
 
 from __future__ import annotations
 
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -128,3 +129,35 @@ def test_without_privilege_it_says_so(net: Hosts, tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     status, listing, _ = nft_state(net)
     assert status != 0 and "fwmark" not in listing
+
+
+def test_after_dropping_privileges(net: Hosts, tmp_path: Path) -> None:
+    """service.user: the relay keeps only CAP_NET_ADMIN, which new UDP sessions (transparent
+    sockets) and the clean-up at stop (nft, ip) still need."""
+    tmp_path.chmod(0o755)
+    relay = Relay(net.relay, tmp_path, CONFIG + '\n[service]\nuser = "nobody"\n')
+    wait_tcp(net.client, SERVER_V6, 8080, timeout=15.0)
+    relay.wait_log("running as nobody", timeout=10.0)
+    probe = udp_probe(net.client, SERVER_V6, 9999, "after drop")
+    assert probe["replies"][0].get("data") == "after drop", relay.output()
+    assert probe["replies"][0]["source"] == [SERVER_V6, 9999]
+    assert relay.terminate() == 0, relay.output()
+    status, listing, routes = nft_state(net)
+    assert status != 0 and "fwmark" not in listing and routes.strip() == "", relay.output()
+
+
+def test_sighup_with_a_new_prefix_rewrites_the_nft_table(net: Hosts, tmp_path: Path) -> None:
+    relay = Relay(net.relay, tmp_path, CONFIG)
+    wait_tcp(net.client, SERVER_V6, 8080, timeout=15.0)
+    second = "2001:db8:65::c633:6402"  # 198.51.100.2 in the second prefix
+    net.client.add_route("2001:db8:65::/96", "via", "fd00:1::2")
+    relay.conf.write_text(CONFIG.replace(f'"{PREFIX}"', f'"{PREFIX}", "2001:db8:65::/96"'))
+    relay.proc.send_signal(signal.SIGHUP)
+    relay.wait_log("SIGHUP: configuration reloaded")
+    listing = net.relay.run("nft", "list", "table", "inet", "totd_faith").stdout
+    assert "2001:db8:64::/96" in listing and "2001:db8:65::/96" in listing, listing
+    probe = udp_probe(net.client, second, 9999, "second prefix")
+    assert probe["replies"][0].get("data") == "second prefix", relay.output()
+    assert probe["replies"][0]["source"] == [second, 9999]
+    assert relay.terminate() == 0, relay.output()
+    assert nft_state(net)[0] != 0
