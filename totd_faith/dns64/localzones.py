@@ -68,50 +68,84 @@ def _rrset(
     )
 
 
+def _copy(rrset: dns.rrset.RRset) -> dns.rrset.RRset:
+    """A copy of a precomputed RRset (the shell and the cache may adjust TTLs)."""
+    copied: dns.rrset.RRset = rrset.copy()  # type: ignore[no-untyped-call]
+    return copied
+
+
 @dataclass(frozen=True, slots=True)
 class _Zone:
-    """A tiny locally served zone: its apex, SOA and the records at its apex."""
+    """A tiny locally served zone: its SOA and the RRsets at its apex, prebuilt."""
 
     origin: dns.name.Name
     soa: dns.rrset.RRset
-    records: dict[dns.rdatatype.RdataType, list[str]]
+    records: dict[dns.rdatatype.RdataType, dns.rrset.RRset]
+
+
+@dataclass(frozen=True, slots=True)
+class _Host:
+    """One static host name: its A RRset and its synthesized AAAA RRset, prebuilt."""
+
+    a: dns.rrset.RRset
+    aaaa: dns.rrset.RRset | None
 
 
 class LocalZones:
-    """ipv4only.arpa, its reverse names and the static hosts, answered without upstream."""
+    """ipv4only.arpa, its reverse names and the static hosts, answered without upstream.
+
+    Every answer is built in ``__init__``; a lookup is dict probes and RRset copies.
+    """
 
     def __init__(
         self, synthesizer: Synthesizer, hosts: Sequence[HostEntry], hosts_ttl: int
     ) -> None:
-        self._synth = synthesizer
-        self._hosts_ttl = hosts_ttl
         self._zones: dict[dns.name.Name, _Zone] = {}
-        discovery_texts = [str(a) for a in DISCOVERY_ADDRESSES]
         # RFC 8880 section 7.1: ipv4only.arpa has exactly the A records
         # 192.0.0.170 and 192.0.0.171; a DNS64 answers it itself.
-        self._add_zone(IPV4ONLY, {A: discovery_texts})
+        self._add_zone(IPV4ONLY, A, [str(a) for a in DISCOVERY_ADDRESSES])
+        # RFC 7050 section 2.2 / RFC 8880 section 7.1: the discovery addresses
+        # synthesized into every prefix, in configured order.  The mapped ranges
+        # do not apply: discovery must reveal every prefix.
+        discovery_v6 = synthesizer.embed_all(
+            [int(a) for a in DISCOVERY_ADDRESSES], check_mapped=False
+        )
+        self._discovery_aaaa = synthesizer.aaaa_rrset(IPV4ONLY, IPV4ONLY_TTL, discovery_v6)
         # RFC 8880 section 7.2: the reverse names point back at ipv4only.arpa.
         for address in DISCOVERY_ADDRESSES:
-            self._add_zone(dns.reversename.from_address(str(address)), {PTR: [str(IPV4ONLY)]})
-        self._discovery = [int(a) for a in DISCOVERY_ADDRESSES]
+            self._add_zone(dns.reversename.from_address(str(address)), PTR, [str(IPV4ONLY)])
         # Static hosts: forward by name, reverse by in-addr.arpa name.  The first
-        # name given for an address is its canonical name (hosts(5)) and the
-        # PTR target.
-        self._forward: dict[dns.name.Name, list[int]] = {}
-        self._reverse: dict[dns.name.Name, dns.name.Name] = {}
+        # name given for an address is its canonical name (hosts(5)) and the PTR
+        # target.
+        addresses: dict[dns.name.Name, list[int]] = {}
+        canonical: dict[dns.name.Name, dns.name.Name] = {}
         for entry in hosts:
             v4 = int(entry.address)
-            addresses = self._forward.setdefault(entry.name, [])
-            if v4 not in addresses:
-                addresses.append(v4)
-            self._reverse.setdefault(dns.reversename.from_address(str(entry.address)), entry.name)
+            known = addresses.setdefault(entry.name, [])
+            if v4 not in known:
+                known.append(v4)
+            canonical.setdefault(dns.reversename.from_address(str(entry.address)), entry.name)
+        self._hosts: dict[dns.name.Name, _Host] = {}
+        for name, v4s in addresses.items():
+            a = _rrset(name, A, hosts_ttl, [str(ipaddress.IPv4Address(v4)) for v4 in v4s])
+            # Same rules as synthesis from upstream: prefixes in order, mapped
+            # ranges (RFC 6147 section 5.1.7), RFC 6052 section 3.1.
+            v6 = synthesizer.embed_all(v4s)
+            aaaa = synthesizer.aaaa_rrset(name, hosts_ttl, v6) if v6 else None
+            self._hosts[name] = _Host(a, aaaa)
+        self._reverse: dict[dns.name.Name, dns.rrset.RRset] = {
+            rname: _rrset(rname, PTR, hosts_ttl, [str(target)])
+            for rname, target in canonical.items()
+        }
 
     def _add_zone(
-        self, origin: dns.name.Name, records: dict[dns.rdatatype.RdataType, list[str]]
+        self, origin: dns.name.Name, rdtype: dns.rdatatype.RdataType, texts: list[str]
     ) -> None:
-        soa = _soa(origin, IPV4ONLY_TTL)
-        records = {**records, NS: [str(origin)]}
-        self._zones[origin] = _Zone(origin, soa, records)
+        records = {
+            rdtype: _rrset(origin, rdtype, IPV4ONLY_TTL, texts),
+            NS: _rrset(origin, NS, IPV4ONLY_TTL, [str(origin)]),
+        }
+        self._zones[origin] = _Zone(origin, _soa(origin, IPV4ONLY_TTL), records)
 
     def lookup(
         self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, synthesis: bool
@@ -121,16 +155,13 @@ class LocalZones:
         ``synthesis`` says whether AAAA records may be synthesized for this query
         (DNS64 enabled for the client, RFC 6147 section 5.5 DO+CD rule).
         """
-        addresses = self._forward.get(qname)
-        if addresses is not None:
-            return self._host(qname, rdtype, addresses, synthesis)
-        target = self._reverse.get(qname)
-        if target is not None:
+        host = self._hosts.get(qname)
+        if host is not None:
+            return self._host(host, rdtype, synthesis)
+        ptr = self._reverse.get(qname)
+        if ptr is not None:
             if rdtype in (PTR, ANY):
-                ptr = dns.rrset.from_rdata_list(
-                    qname, self._hosts_ttl, [dns.rdata.from_text(IN, PTR, str(target))]
-                )
-                return LocalAnswer(dns.rcode.NOERROR, [ptr], [])
+                return LocalAnswer(dns.rcode.NOERROR, [_copy(ptr)], [])
             return LocalAnswer(dns.rcode.NOERROR, [], [])
         labels = qname.labels
         if len(labels) < 3 or labels[-2].lower() != b"arpa":
@@ -140,30 +171,15 @@ class LocalZones:
                 return self._zone_answer(zone, qname, rdtype, synthesis)
         return None
 
-    def _host(
-        self,
-        qname: dns.name.Name,
-        rdtype: dns.rdatatype.RdataType,
-        addresses: list[int],
-        synthesis: bool,
-    ) -> LocalAnswer:
+    @staticmethod
+    def _host(host: _Host, rdtype: dns.rdatatype.RdataType, synthesis: bool) -> LocalAnswer:
         # Static hosts are data we own but not a zone we serve: other types get
         # NODATA without an SOA (RFC 2308 section 5: not cached negatively by
         # the client, so a later hosts-file change shows at once).
-        ttl = self._hosts_ttl
         if rdtype in (A, ANY):
-            rrset = dns.rrset.from_rdata_list(
-                qname,
-                ttl,
-                [dns.rdata.from_text(IN, A, str(ipaddress.IPv4Address(v4))) for v4 in addresses],
-            )
-            return LocalAnswer(dns.rcode.NOERROR, [rrset], [])
-        if rdtype == AAAA and synthesis:
-            # Same rules as synthesis from upstream: prefixes in order, mapped
-            # ranges (RFC 6147 section 5.1.7), RFC 6052 section 3.1.
-            v6 = self._synth.embed_all(addresses)
-            if v6:
-                return LocalAnswer(dns.rcode.NOERROR, [self._synth.aaaa_rrset(qname, ttl, v6)], [])
+            return LocalAnswer(dns.rcode.NOERROR, [_copy(host.a)], [])
+        if rdtype == AAAA and synthesis and host.aaaa is not None:
+            return LocalAnswer(dns.rcode.NOERROR, [_copy(host.aaaa)], [])
         return LocalAnswer(dns.rcode.NOERROR, [], [])
 
     def _zone_answer(
@@ -175,25 +191,16 @@ class LocalZones:
     ) -> LocalAnswer:
         if qname != zone.origin:
             # RFC 8880 sections 7.1 and 7.2: only the apex names exist.
-            return LocalAnswer(dns.rcode.NXDOMAIN, [], [zone.soa])
+            return LocalAnswer(dns.rcode.NXDOMAIN, [], [_copy(zone.soa)])
         if rdtype == SOA:
-            soa = dns.rrset.from_rdata_list(qname, zone.soa.ttl, list(zone.soa))
-            return LocalAnswer(dns.rcode.NOERROR, [soa], [])
+            return LocalAnswer(dns.rcode.NOERROR, [_copy(zone.soa)], [])
         if rdtype == AAAA and zone.origin == IPV4ONLY and synthesis:
-            # RFC 7050 section 2.2 / RFC 8880 section 7.1: the discovery
-            # addresses synthesized into every prefix, in configured order.  The
-            # mapped ranges do not apply: discovery must reveal every prefix.
-            v6 = self._synth.embed_all(self._discovery, check_mapped=False)
-            return LocalAnswer(
-                dns.rcode.NOERROR, [self._synth.aaaa_rrset(qname, IPV4ONLY_TTL, v6)], []
-            )
+            return LocalAnswer(dns.rcode.NOERROR, [_copy(self._discovery_aaaa)], [])
         if rdtype == ANY:
             # RFC 8482 would allow less; the zone is tiny, so give all of it.
-            rrsets = [zone.soa] + [
-                _rrset(qname, t, IPV4ONLY_TTL, v) for t, v in zone.records.items()
-            ]
+            rrsets = [_copy(zone.soa), *(_copy(r) for r in zone.records.values())]
             return LocalAnswer(dns.rcode.NOERROR, rrsets, [])
-        texts = zone.records.get(rdtype)
-        if texts is not None:
-            return LocalAnswer(dns.rcode.NOERROR, [_rrset(qname, rdtype, IPV4ONLY_TTL, texts)], [])
-        return LocalAnswer(dns.rcode.NOERROR, [], [zone.soa])
+        rrset = zone.records.get(rdtype)
+        if rrset is not None:
+            return LocalAnswer(dns.rcode.NOERROR, [_copy(rrset)], [])
+        return LocalAnswer(dns.rcode.NOERROR, [], [_copy(zone.soa)])

@@ -32,6 +32,24 @@ _QR = dns.flags.QR
 _RA = dns.flags.RA
 
 
+# OPT RRsets are built once per (flags, payload) and copied per message: building
+# one is the most expensive step of a small message, and a copy is a dict copy.
+# Copies, because dnspython's ednsflags setter (used by set_rcode) mutates the
+# OPT RRset's TTL in place.
+_opt_templates: dict[tuple[int, int], dns.rrset.RRset] = {}
+
+
+def _opt(flags: int, payload: int) -> dns.rrset.RRset:
+    template = _opt_templates.get((flags, payload))
+    if template is None:
+        scratch = dns.message.Message()
+        scratch.use_edns(0, flags, payload)
+        assert scratch.opt is not None
+        template = _opt_templates[(flags, payload)] = scratch.opt
+    copied: dns.rrset.RRset = template.copy()  # type: ignore[no-untyped-call]
+    return copied
+
+
 def wants_dnssec(query: dns.message.Message) -> bool:
     """The client set the DO bit (RFC 3225)."""
     return query.edns >= 0 and bool(query.ednsflags & _DO)
@@ -58,8 +76,12 @@ def upstream_query(
     """
     message = dns.message.QueryMessage(id=0)
     message.flags = _RD | (query.flags & (_CD | _AD))
-    message.question = [dns.rrset.RRset(qname, rdclass, rdtype)]
-    message.use_edns(0, _DO if wants_dnssec(query) else 0, payload)
+    asked = query.question[0]
+    if asked.rdtype == rdtype and asked.rdclass == rdclass and asked.name is qname:
+        message.question = [asked]  # question RRsets carry no data: sharing is safe
+    else:
+        message.question = [dns.rrset.RRset(qname, rdclass, rdtype)]
+    message.opt = _opt(_DO if wants_dnssec(query) else 0, payload)
     return message
 
 
@@ -77,8 +99,12 @@ def new_response(query: dns.message.Message, rcode: int = dns.rcode.NOERROR) -> 
     response.set_opcode(query.opcode())
     response.question = list(query.question)
     if query.edns >= 0:
-        response.use_edns(0, query.ednsflags & _DO, SERVER_PAYLOAD)
-    set_rcode(response, rcode)
+        response.opt = _opt(query.ednsflags & _DO, SERVER_PAYLOAD)
+        # Like make_response: to_wire() without max_size renders for the client's
+        # payload (RFC 6891 section 6.2.5: below 512 counts as 512).
+        response.request_payload = max(512, query.payload)
+    if rcode:
+        set_rcode(response, rcode)
     return response
 
 
