@@ -179,3 +179,78 @@ def test_bind_failure_is_an_operator_error() -> None:
             blocker.close()
 
     run(body)
+
+
+def test_reload_keeps_unchanged_listeners_and_swaps_the_rest() -> None:
+    async def body(echo_port: int) -> None:
+        keep, gone, new = free_port("::1"), free_port("::1"), free_port("::1")
+
+        def two_maps(a: int, b: int) -> Config:
+            return load_text(
+                "\n".join(
+                    f'[[relay.maps]]\nlisten = "[::1]:{p}"\ntarget = "127.0.0.1:{echo_port}"\n'
+                    'protocol = "udp"'
+                    for p in (a, b)
+                )
+            )
+
+        stats = RelayStats()
+        first = two_maps(keep, gone)
+        relay = UdpRelay(first, RelayAccess.from_config(first, frozenset()), stats)
+        await relay.start()
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.bind(("::1", 0))
+        try:
+            assert (await exchange(sock, b"k", keep))[0] == b"echo:k"
+            kept_socket = relay.listeners[0].sock
+            second = two_maps(keep, new)
+            await relay.reload(second, RelayAccess.from_config(second, frozenset()))
+            assert relay.listeners[0].sock is kept_socket
+            assert stats.udp_sessions_active == 1  # the session on the kept listener stays
+            assert (await exchange(sock, b"k2", keep))[0] == b"echo:k2"
+            assert stats.udp_sessions_created == 1
+            assert (await exchange(sock, b"n", new))[0] == b"echo:n"
+            probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            try:
+                probe.bind(("::1", gone))  # the removed listener's port is free again
+            finally:
+                probe.close()
+        finally:
+            sock.close()
+            await relay.stop()
+
+    run(body)
+
+
+def test_garbage_and_bursts_never_stop_the_relay() -> None:
+    """Empty, maximum-size and many datagrams at once: every one is relayed."""
+
+    async def body(echo_port: int) -> None:
+        port = free_port("::1")
+        stats = RelayStats()
+        cfg = config(port, echo_port)
+        relay = UdpRelay(cfg, RelayAccess.from_config(cfg, frozenset()), stats)
+        await relay.start()
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.bind(("::1", 0))
+        try:
+            assert (await exchange(sock, b"", port))[0] == b"echo:"
+            big = bytes(range(256)) * 200  # 51200 bytes
+            loop = asyncio.get_running_loop()
+            await loop.sock_sendto(sock, big, ("::1", port))
+            data = await asyncio.wait_for(loop.sock_recv(sock, 65535), 5.0)
+            assert data == b"echo:" + big
+            for i in range(100):
+                await loop.sock_sendto(sock, b"%d" % i, ("::1", port))
+            got = set()
+            while len(got) < 100:
+                got.add(await asyncio.wait_for(loop.sock_recv(sock, 100), 5.0))
+            assert got == {b"echo:%d" % i for i in range(100)}
+            assert stats.udp_sessions_created == 1
+        finally:
+            sock.close()
+            await relay.stop()
+
+    run(body)
