@@ -1,13 +1,138 @@
-"""``totd-faith relay``: placeholder until its issue lands (owned by its helper)."""
+"""``totd-faith relay``: run the faithd-style relay alone, in the foreground."""
 
 from __future__ import annotations
 
+import logging
+import subprocess
+from typing import Any
+
 import click
 
-from totd_faith.cli.common import UserError
+from totd_faith.cli.common import (
+    Command,
+    config_option,
+    load_config,
+    override_flags,
+    overrides_from,
+)
+from totd_faith.config import Config
+from totd_faith.prefix import Nat64Prefix
+from totd_faith.relay import splice
+from totd_faith.relay.privileges import drop_privileges
+from totd_faith.relay.service import RelayService
+from totd_faith.runtime import run, setup_logging
+
+log = logging.getLogger("totd_faith.relay")
+
+_EPILOG = """\b
+Examples:
+    # prefix mode: [2001:db8:64::c633:6402]:80 reaches 198.51.100.2:80
+    ip -6 route add local 2001:db8:64::/96 dev lo
+    totd-faith relay --prefix 2001:db8:64::/96 --port 80 --port 5999
+\b
+    # port map (what 6tunnel does): [::]:8080 reaches 192.0.2.10:80
+    totd-faith relay --map '[::]:8080=192.0.2.10:80'
+
+\b
+Clients default to loopback, link-local, RFC 1918 and ULA networks
+(relay.clients).  Loopback, link-local, multicast, reserved and this host's
+own IPv4 addresses are never relayed unless a relay.rules permit names them.
+SIGTERM/SIGINT stop accepting and let connections drain for
+service.drain_timeout; SIGHUP re-reads the configuration file (new rules,
+ports and maps; established connections stay).
+"""
 
 
-@click.command()
-def relay() -> None:
-    """Not available yet."""
-    raise UserError("'totd-faith relay' is not implemented yet")
+def _describe(config: Config) -> str:
+    relay = config.relay
+    parts = [f"prefixes {', '.join(map(str, config.prefixes))}"]
+    if relay.ports:
+        ports = []
+        for port in relay.ports:
+            text = f"{port.port}/{'+'.join(port.protocols)}"
+            if port.proxy_protocol != "none":
+                text += f" (PROXY {port.proxy_protocol})"
+            ports.append(text)
+        parts.append(f"ports {' '.join(ports)} on [{relay.listen_address}]")
+    if relay.all_ports:
+        parts.append("all ports (tproxy)")
+    for relay_map in relay.maps:
+        text = f"map {relay_map.listen} -> {relay_map.target}/{relay_map.protocol}"
+        if relay_map.proxy_protocol != "none":
+            text += f" (PROXY {relay_map.proxy_protocol})"
+        parts.append(text)
+    parts.append(f"clients {relay.clients}")
+    if relay.rules:
+        parts.append(f"{len(relay.rules)} rules")
+    engine = "splice" if splice.wanted(relay.splice) else "copy"
+    parts.append(
+        f"limits {relay.max_connections} connections, {relay.max_connections_per_client} "
+        f"per client, idle {relay.idle_timeout:g} s; {engine} engine"
+    )
+    return "; ".join(parts)
+
+
+def has_anyip_route(prefix: Nat64Prefix) -> bool | None:
+    """Whether the local table delivers ``prefix`` locally; None if we cannot tell."""
+    try:
+        out = subprocess.run(
+            ["ip", "-6", "route", "show", "table", "local", "exact", str(prefix.network)],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return any(line.split()[:1] == ["local"] for line in out.stdout.splitlines())
+
+
+def _warn_missing_routes(config: Config) -> None:
+    relay = config.relay
+    if not relay.ports or relay.all_ports or relay.manage_routes:
+        return
+    for prefix in config.prefixes:
+        if has_anyip_route(prefix) is False:
+            log.warning(
+                "no AnyIP route for %s: clients cannot reach the relay through it; add it with: "
+                "ip -6 route add local %s dev lo",
+                prefix,
+                prefix,
+            )
+
+
+@click.command(cls=Command, epilog=_EPILOG)
+@config_option
+@override_flags(dns=False, relay=True)
+def relay(config_path: str | None, **flags: Any) -> None:
+    """Run the IPv6-to-IPv4 relay (faithd successor) in the foreground.
+
+    Prefix mode relays connections to PREFIX::a.b.c.d port N to a.b.c.d port
+    N; port maps relay a fixed listen address to a fixed IPv4 target.  Flags
+    override the configuration file.
+    """
+    overrides = overrides_from(flags)
+
+    def reload_config() -> Config:
+        return load_config(config_path, overrides)
+
+    config = reload_config()
+    relay_conf = config.relay
+    if not (relay_conf.ports or relay_conf.maps or relay_conf.all_ports):
+        raise click.UsageError(
+            "nothing to relay: give --port N (prefix mode), --map LISTEN=TARGET or --all-ports "
+            "(or relay.ports / relay.maps in the configuration file)"
+        )
+    setup_logging(config.log)
+    service = RelayService(config)
+
+    def ready() -> None:
+        log.info("relay: %s", _describe(config))
+        _warn_missing_routes(config)
+        if config.service.user:
+            keep = relay_conf.manage_routes or relay_conf.all_ports
+            log.info("%s", drop_privileges(config.service.user, keep_net_admin=keep))
+
+    run([service], config, reload_config, ready=ready)

@@ -1,0 +1,305 @@
+"""The relay as one :class:`~totd_faith.runtime.Service`: listeners, reload, drain.
+
+It binds a TCP listener per prefix-mode port (``[relay.listen_address]:N``) and
+per TCP port map, accepts on them from the event loop, and hands every
+accepted socket to the shared :class:`~totd_faith.relay.tcp.TcpRelay`.  UDP
+and all-ports mode come from :mod:`totd_faith.relay.udp` and
+:mod:`totd_faith.relay.tproxy` when those modules are present.
+
+Reload (SIGHUP) adopts new access rules, limits, prefixes, ports and maps:
+listeners that stay keep their socket (no gap, no lost backlog), new ones
+are bound, removed ones stop accepting; established connections are never
+dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import resource
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from totd_faith import hostexec, hostsetup
+from totd_faith.config import Config
+from totd_faith.endpoints import Endpoint
+from totd_faith.errors import OperatorError, TotdFaithError
+from totd_faith.policy import RelayAccess
+from totd_faith.relay.ownaddrs import own_ipv4_addresses
+from totd_faith.relay.stats import RelayStats
+from totd_faith.relay.tcp import TcpRelay
+
+log = logging.getLogger("totd_faith.relay")
+
+#: Connections taken from one listener per readiness event, so a flood on one
+#: port cannot starve the others.
+_ACCEPT_BATCH = 64
+#: How long accepting pauses when the process is out of file descriptors.
+_EMFILE_PAUSE = 0.1
+#: How often the host's own IPv4 addresses are read again (DHCP, new interfaces).
+_OWN_ADDRESS_REFRESH = 30.0
+
+
+class BindError(OperatorError):
+    """A listener could not be bound; the message says what to do."""
+
+
+@dataclass(slots=True)
+class Listener:
+    sock: socket.socket
+    endpoint: Endpoint
+    #: None in prefix mode: the destination comes from the dialled address.
+    target: Endpoint | None
+    proxy_protocol: str
+    paused: bool = False
+
+
+def bind_error(endpoint: Endpoint, exc: OSError) -> BindError:
+    if exc.errno == errno.EADDRINUSE:
+        hint = "another process is listening there; stop it or choose another port"
+    elif exc.errno == errno.EACCES:
+        hint = "ports below 1024 need root or CAP_NET_BIND_SERVICE"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        hint = "that address is not configured on this host"
+    else:
+        hint = "check the address"
+    return BindError(f"cannot listen on {endpoint} (TCP): {exc.strerror}; {hint}")
+
+
+def tcp_listener(
+    endpoint: Endpoint, *, reuse_port: bool = False, backlog: int = 4096
+) -> socket.socket:
+    """A non-blocking TCP listening socket; IPv6 sockets accept IPv6 only."""
+    family = socket.AF_INET6 if endpoint.host.version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            # Several worker processes share the port (service.workers > 1).
+            # Only then: SO_REUSEPORT would also let a second relay bind the
+            # same port silently instead of failing with "address in use".
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            # The relay is for IPv6 clients; IPv4 on [::] would be v4-mapped noise.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(endpoint.sockaddr)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise bind_error(endpoint, exc) from None
+    return sock
+
+
+def wanted_listeners(config: Config) -> dict[Endpoint, tuple[Endpoint | None, str]]:
+    """Every TCP listener the configuration asks for: endpoint -> (target, proxy protocol)."""
+    relay = config.relay
+    wanted: dict[Endpoint, tuple[Endpoint | None, str]] = {}
+    for port in relay.ports:
+        if "tcp" in port.protocols:
+            wanted[Endpoint(relay.listen_address, port.port)] = (None, port.proxy_protocol)
+    for relay_map in relay.maps:
+        if relay_map.protocol == "tcp":
+            wanted[relay_map.listen] = (relay_map.target, relay_map.proxy_protocol)
+    return wanted
+
+
+def raise_fd_limit() -> int:
+    """Use the hard limit on open files: each relayed connection needs 2 to 6."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+class RelayService:
+    """TCP (and, when present, UDP and all-ports) relaying for one configuration."""
+
+    name = "relay"
+
+    def __init__(self, config: Config, stats: RelayStats | None = None) -> None:
+        self.config = config
+        self.stats = stats or RelayStats()
+        self.own_addresses = own_ipv4_addresses()
+        self.access = RelayAccess.from_config(config, self.own_addresses)
+        self.tcp = TcpRelay(config, self.access, self.stats)
+        self.listeners: dict[Endpoint, Listener] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.extras: list[Any] = []  # UdpRelay, TproxyRelay
+        self._routes: list[hostsetup.Step] = []
+        self._refresher: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._background: set[asyncio.Future[Any]] = set()
+
+    # -- start / reload / stop -----------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        raise_fd_limit()
+        if self.config.relay.manage_routes:
+            self._routes = hostexec.apply(hostsetup.anyip_steps(self.config.prefixes))
+        try:
+            self._adopt_listeners(self.config)
+            for extra in self._make_extras(self.config):
+                await extra.start()
+                self.extras.append(extra)
+        except BaseException:
+            self._close_listeners(list(self.listeners))
+            for extra in self.extras:
+                await extra.stop()
+            self._undo_routes()
+            raise
+        self._refresher = self._loop.call_later(_OWN_ADDRESS_REFRESH, self._refresh_own)
+
+    async def reload(self, config: Config) -> None:
+        self.own_addresses = own_ipv4_addresses()
+        access = RelayAccess.from_config(config, self.own_addresses)
+        self._adopt_listeners(config)
+        self.config = config
+        self.access = access
+        self.tcp.reload(config, access)
+        for extra in self.extras:
+            await extra.reload(config, access)
+
+    async def stop(self, drain_timeout: float) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+        self._close_listeners(list(self.listeners))
+        if self.tasks:
+            _, pending = await asyncio.wait(set(self.tasks), timeout=drain_timeout)
+            if pending:
+                log.info("drain period over: resetting %d relayed connections", len(pending))
+                self.tcp.abort_all("shutdown")
+                await asyncio.wait(pending, timeout=1.0)
+                for task in pending:
+                    task.cancel()
+        for extra in reversed(self.extras):
+            try:
+                await extra.stop()
+            except TotdFaithError as exc:
+                log.error("%s", exc)
+        self.tcp.close()
+        self._undo_routes()
+
+    # -- pieces ------------------------------------------------------------
+
+    def _make_extras(self, config: Config) -> list[Any]:
+        """The UDP and all-ports relays, when their modules exist."""
+        extras: list[Any] = []
+        relay = config.relay
+        wants_udp = any("udp" in p.protocols for p in relay.ports) or any(
+            m.protocol == "udp" for m in relay.maps
+        )
+        if wants_udp:
+            try:
+                from totd_faith.relay.udp import UdpRelay  # type: ignore[import-not-found,unused-ignore]
+            except ImportError:
+                log.warning("UDP relaying is not available in this build; relaying TCP only")
+            else:
+                extras.append(UdpRelay(config, self.access, self.stats))
+        if relay.all_ports:
+            try:
+                from totd_faith.relay.tproxy import TproxyRelay  # type: ignore[import-not-found,unused-ignore]
+            except ImportError:
+                raise OperatorError("all-ports mode is not available in this build") from None
+            extras.append(TproxyRelay(config, self.access, self.tcp, self.stats))
+        return extras
+
+    def _adopt_listeners(self, config: Config) -> None:
+        """Bind what is new, keep what stays, close what went; all or nothing for binds."""
+        wanted = wanted_listeners(config)
+        fresh: dict[Endpoint, socket.socket] = {}
+        try:
+            for endpoint in wanted:
+                if endpoint not in self.listeners:
+                    fresh[endpoint] = tcp_listener(endpoint, reuse_port=config.service.workers > 1)
+        except BindError:
+            for sock in fresh.values():
+                sock.close()
+            raise
+        self._close_listeners([e for e in self.listeners if e not in wanted])
+        for endpoint, (target, proxy_protocol) in wanted.items():
+            existing = self.listeners.get(endpoint)
+            if existing is not None:
+                existing.target = target
+                existing.proxy_protocol = proxy_protocol
+                continue
+            listener = Listener(fresh[endpoint], endpoint, target, proxy_protocol)
+            self.listeners[endpoint] = listener
+            self._watch(listener)
+            log.debug("listening on %s (TCP)%s", endpoint, f" -> {target}" if target else "")
+
+    def _watch(self, listener: Listener) -> None:
+        assert self._loop is not None
+        self._loop.add_reader(listener.sock.fileno(), self._accept, listener)
+
+    def _close_listeners(self, endpoints: list[Endpoint]) -> None:
+        for endpoint in endpoints:
+            listener = self.listeners.pop(endpoint)
+            if self._loop is not None and not listener.paused:
+                self._loop.remove_reader(listener.sock.fileno())
+            listener.sock.close()
+
+    def _accept(self, listener: Listener) -> None:
+        assert self._loop is not None
+        loop = self._loop
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                client, _ = listener.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: pause this listener briefly rather
+                    # than spin on a readiness event we cannot serve.
+                    self.stats.errors["accept: " + (exc.strerror or str(exc))] += 1
+                    log.warning("accept on %s: %s; pausing", listener.endpoint, exc.strerror)
+                    listener.paused = True
+                    loop.remove_reader(listener.sock.fileno())
+                    loop.call_later(_EMFILE_PAUSE, self._resume, listener)
+                    return
+                # ECONNABORTED and friends: that client gave up; carry on.
+                continue
+            client.setblocking(False)
+            task = loop.create_task(
+                self.tcp.handle(
+                    client, target=listener.target, proxy_protocol=listener.proxy_protocol
+                )
+            )
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    def _resume(self, listener: Listener) -> None:
+        if self.listeners.get(listener.endpoint) is listener and listener.paused:
+            listener.paused = False
+            self._watch(listener)
+
+    def _refresh_own(self) -> None:
+        own = own_ipv4_addresses()
+        if own != self.own_addresses:
+            log.info("own IPv4 addresses changed: %s", ", ".join(sorted(map(str, own))))
+            self.own_addresses = own
+            self.access = RelayAccess.from_config(self.config, own)
+            self.tcp.reload(self.config, self.access)
+            for extra in self.extras:
+                task = asyncio.ensure_future(extra.reload(self.config, self.access))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+        assert self._loop is not None
+        self._refresher = self._loop.call_later(_OWN_ADDRESS_REFRESH, self._refresh_own)
+
+    def _undo_routes(self) -> None:
+        if self._routes:
+            try:
+                hostexec.undo(self._routes)
+            except TotdFaithError as exc:
+                log.error("%s", exc)
+            self._routes = []

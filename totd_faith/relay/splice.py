@@ -1,0 +1,249 @@
+"""The zero-copy engine: ``os.splice`` through a pipe per direction (Linux).
+
+Bytes go socket -> pipe -> socket inside the kernel and never reach Python
+objects, which is what lets a Python relay approach line rate for bulk
+transfers.  Each direction owns one non-blocking pipe whose capacity is
+``relay.buffer_size`` (the bound on bytes in flight per direction).  The
+loop watches the source for readability while the pipe is empty, and the
+destination for writability while the pipe holds bytes the destination would
+not take (backpressure: the source is not read meanwhile).
+
+EOF on the source, once the pipe is drained, becomes ``shutdown(SHUT_WR)`` on
+the destination (half-close); a reset on either side resets the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import os
+import socket
+
+from totd_faith.relay.connection import Connection, Engine, reset_socket
+from totd_faith.relay.stats import RelayStats
+
+_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_DEFAULT_PIPE = 65536
+_AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
+
+
+def available() -> bool:
+    return hasattr(os, "splice")
+
+
+def wanted(mode: str) -> bool:
+    """Whether ``relay.splice`` = auto|on|off selects this engine.
+
+    ``auto`` picks splice where the kernel has it: tests/bench/bench_relay.py
+    shows it wins for bulk throughput and costs little per connection.
+    """
+    if mode == "off":
+        return False
+    return available()
+
+
+class _Direction:
+    __slots__ = (
+        "pipe",
+        "src",
+        "dst",
+        "dst_sock",
+        "upstream",
+        "read_fd",
+        "write_fd",
+        "capacity",
+        "pending",
+        "eof",
+        "done",
+        "waiting_write",
+        "reading",
+    )
+
+    def __init__(
+        self, pipe: SplicePipe, src: socket.socket, dst: socket.socket, upstream: bool
+    ) -> None:
+        self.pipe = pipe
+        self.src = src.fileno()
+        self.dst = dst.fileno()
+        self.dst_sock = dst
+        self.upstream = upstream
+        self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.capacity = _DEFAULT_PIPE
+        if pipe.buffer_size != _DEFAULT_PIPE:
+            try:
+                self.capacity = fcntl.fcntl(self.write_fd, _F_SETPIPE_SZ, pipe.buffer_size)
+            except OSError:
+                pass  # above /proc/sys/fs/pipe-max-size: keep the default
+        self.pending = 0
+        self.eof = False
+        self.done = False
+        self.waiting_write = False
+        self.reading = False
+
+    def start(self) -> None:
+        self.reading = True
+        self.pipe.loop.add_reader(self.src, self.on_readable)
+
+    def stop_reading(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.pipe.loop.remove_reader(self.src)
+
+    def on_readable(self) -> None:
+        pipe = self.pipe
+        if pipe.closed:
+            return
+        # A few rounds per wake-up: fewer loop iterations for bulk transfers,
+        # bounded so one connection cannot starve the others.
+        for _ in range(4):
+            try:
+                n = os.splice(self.src, self.write_fd, self.capacity - self.pending, flags=_FLAGS)
+            except OSError as exc:
+                if exc.errno in _AGAIN:
+                    return
+                pipe.failed(self, exc, reading=True)
+                return
+            if n == 0:
+                self.eof = True
+                self.stop_reading()
+                if self.pending == 0:
+                    self.finish()
+                return
+            self.pending += n
+            conn = pipe.conn
+            if self.upstream:
+                conn.up += n
+                pipe.stats.bytes_client_to_backend += n
+            else:
+                conn.down += n
+                pipe.stats.bytes_backend_to_client += n
+            if not self.flush():
+                return
+
+    def flush(self) -> bool:
+        """Move the pipe's bytes to the destination; False when it would block."""
+        while self.pending:
+            try:
+                n = os.splice(self.read_fd, self.dst, self.pending, flags=_FLAGS)
+            except OSError as exc:
+                if exc.errno in _AGAIN:
+                    if not self.waiting_write:
+                        self.waiting_write = True
+                        self.stop_reading()
+                        self.pipe.loop.add_writer(self.dst, self.on_writable)
+                    return False
+                self.pipe.failed(self, exc, reading=False)
+                return False
+            self.pending -= n
+        return True
+
+    def on_writable(self) -> None:
+        if self.pipe.closed or not self.flush():
+            return
+        self.waiting_write = False
+        self.pipe.loop.remove_writer(self.dst)
+        if self.eof:
+            self.finish()
+        elif not self.pipe.closed:
+            self.start()
+
+    def finish(self) -> None:
+        """Source EOF and pipe empty: half-close the destination."""
+        if self.done:
+            return
+        self.done = True
+        try:
+            self.dst_sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self.pipe.direction_done()
+
+    def close(self) -> None:
+        loop = self.pipe.loop
+        if self.reading:
+            self.reading = False
+            loop.remove_reader(self.src)
+        if self.waiting_write:
+            self.waiting_write = False
+            loop.remove_writer(self.dst)
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+
+class SplicePipe(Engine):
+    """Both directions of one connection, spliced."""
+
+    __slots__ = (
+        "loop",
+        "conn",
+        "stats",
+        "buffer_size",
+        "client",
+        "backend",
+        "up",
+        "down",
+        "closed",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        conn: Connection,
+        stats: RelayStats,
+        client: socket.socket,
+        backend: socket.socket,
+        buffer_size: int,
+    ) -> None:
+        self.loop = loop
+        self.conn = conn
+        self.stats = stats
+        self.buffer_size = buffer_size
+        self.client = client
+        self.backend = backend
+        self.closed = False
+        self.up = _Direction(self, client, backend, upstream=True)
+        try:
+            self.down = _Direction(self, backend, client, upstream=False)
+        except OSError:
+            self.up.close()
+            raise
+
+    def start(self) -> None:
+        self.up.start()
+        self.down.start()
+
+    def direction_done(self) -> None:
+        if self.up.done and self.down.done:
+            self._close("closed", reset=False)
+
+    def failed(self, direction: _Direction, exc: OSError, *, reading: bool) -> None:
+        # Reading fails on the direction's source, writing on its destination.
+        side = "client" if direction.upstream == reading else "backend"
+        if exc.errno == errno.ECONNRESET:
+            reason = f"{side} reset"
+        elif exc.errno == errno.EPIPE:
+            reason = f"{side} closed"
+        else:
+            reason = f"{side} error: {exc.strerror}"
+        # Reset both: the side that failed is gone, the other must learn promptly.
+        self._close(reason, reset=True)
+
+    def abort(self, reason: str) -> None:
+        self._close(reason, reset=True)
+
+    def _close(self, reason: str, *, reset: bool) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.conn.end(reason)
+        self.up.close()
+        self.down.close()
+        for sock in (self.client, self.backend):
+            if reset:
+                reset_socket(sock)
+            sock.close()
+        done = self.conn.done
+        if done is not None and not done.done():
+            done.set_result(None)

@@ -1,0 +1,435 @@
+"""The TCP relay: one accepted IPv6 client connection carried to an IPv4 backend.
+
+:meth:`TcpRelay.handle` takes an accepted, non-blocking client socket from
+any listener (prefix mode, port maps, the all-ports tproxy listener), decides
+the destination, applies the access policy and the connection limits,
+connects, and copies bytes both ways until both directions are done:
+
+- prefix mode: the IPv4 destination is embedded in the address the client
+  dialled, which ``getsockname()`` returns (AnyIP route or tproxy), same port;
+- port maps: the destination is the map's target.
+
+Two copy engines move the bytes (see :mod:`totd_faith.relay.splice` for the
+zero-copy one).  The plain engine uses uvloop transports: each side's
+protocol writes what it reads into the other side's transport, and the
+other transport's write-buffer limit (``relay.buffer_size``) pauses reading
+(backpressure).  EOF from one side becomes ``shutdown(SHUT_WR)`` on the other
+while the other direction keeps flowing (half-close); a reset on one side
+resets the other (SO_LINGER 0), so a client learns promptly that the backend
+died.
+
+Idle connections are found by one periodic sweep that compares byte
+counters rather than by a timer per connection, so the hot path does no
+timer work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import socket
+import time
+from collections import Counter
+from typing import Any, cast
+
+from totd_faith.config import Config
+from totd_faith.endpoints import Endpoint
+from totd_faith.errors import PrefixError
+from totd_faith.policy import RelayAccess, unmap
+from totd_faith.prefix import Nat64Prefix
+from totd_faith.relay import proxyproto, splice
+from totd_faith.relay.connection import Connection, Engine, reset_socket
+from totd_faith.relay.splice import SplicePipe
+from totd_faith.relay.stats import RelayStats
+
+log = logging.getLogger("totd_faith.relay")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _address(sockaddr: Any) -> tuple[IPAddress, int]:
+    host, port = sockaddr[0], sockaddr[1]
+    # Link-local addresses carry '%scope'.
+    return unmap(ipaddress.ip_address(host.partition("%")[0])), int(port)
+
+
+# -- the plain engine: uvloop transports --------------------------------------
+
+
+class _Leg(asyncio.Protocol):
+    """One side of a relayed connection; writes what it reads into the peer leg."""
+
+    __slots__ = ("pipe", "upstream", "transport", "peer", "eof", "lost")
+
+    def __init__(self, pipe: TransportPipe, upstream: bool) -> None:
+        self.pipe = pipe
+        #: True for the client leg (its data flows client -> backend).
+        self.upstream = upstream
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Leg
+        self.eof = False
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TCPTransport is not registered as an asyncio.Transport subclass.
+        self.transport = cast(asyncio.Transport, transport)
+        # Nothing is read until both legs exist (TransportPipe.start).
+        self.transport.pause_reading()
+        self.transport.set_write_buffer_limits(high=self.pipe.buffer_size)
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer.transport
+        assert peer is not None
+        peer.write(data)
+        n = len(data)
+        conn = self.pipe.conn
+        stats = self.pipe.stats
+        if self.upstream:
+            conn.up += n
+            stats.bytes_client_to_backend += n
+        else:
+            conn.down += n
+            stats.bytes_backend_to_client += n
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        peer = self.peer.transport
+        assert peer is not None
+        if not peer.is_closing():
+            # Half-close: the other direction keeps flowing.
+            peer.write_eof()
+        if self.peer.eof:
+            self.pipe.close("closed")
+        # True keeps our transport open for writing.
+        return True
+
+    def pause_writing(self) -> None:
+        # Our send buffer is full: stop reading the side that feeds it.
+        peer = self.peer.transport
+        if peer is not None and not peer.is_closing():
+            peer.pause_reading()
+
+    def resume_writing(self) -> None:
+        peer = self.peer.transport
+        if peer is not None and not peer.is_closing():
+            peer.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if exc is not None:
+            side = "client" if self.upstream else "backend"
+            if isinstance(exc, ConnectionResetError):
+                self.pipe.reset(self, f"{side} reset")
+            else:
+                self.pipe.reset(self, f"{side} error: {exc}")
+        elif not self.peer.lost:
+            self.pipe.close("closed")
+        if self.peer.lost:
+            self.pipe.finished()
+
+
+class TransportPipe(Engine):
+    """The plain copy engine: two uvloop transports feeding each other."""
+
+    __slots__ = ("conn", "stats", "buffer_size", "client", "backend")
+
+    def __init__(self, conn: Connection, stats: RelayStats, buffer_size: int) -> None:
+        self.conn = conn
+        self.stats = stats
+        self.buffer_size = buffer_size
+        self.client = _Leg(self, upstream=True)
+        self.backend = _Leg(self, upstream=False)
+        self.client.peer = self.backend
+        self.backend.peer = self.client
+
+    async def start(
+        self, loop: asyncio.AbstractEventLoop, client: socket.socket, backend: socket.socket
+    ) -> None:
+        await loop.connect_accepted_socket(lambda: self.backend, backend)
+        await loop.connect_accepted_socket(lambda: self.client, client)
+        for leg in (self.client, self.backend):
+            assert leg.transport is not None
+            leg.transport.resume_reading()
+
+    def write_backend(self, data: bytes) -> None:
+        assert self.backend.transport is not None
+        self.backend.transport.write(data)
+
+    def close(self, reason: str) -> None:
+        self.conn.end(reason)
+        for leg in (self.client, self.backend):
+            if leg.transport is not None and not leg.transport.is_closing():
+                leg.transport.close()
+
+    def reset(self, origin: _Leg, reason: str) -> None:
+        """One side reset or failed: reset the other so its peer learns promptly."""
+        self.conn.end(reason)
+        other = origin.peer.transport
+        if other is not None and not other.is_closing():
+            reset_socket(other.get_extra_info("socket"))
+            other.abort()
+        if origin.transport is not None and not origin.transport.is_closing():
+            origin.transport.abort()
+
+    def abort(self, reason: str) -> None:
+        self.conn.end(reason)
+        for leg in (self.client, self.backend):
+            if leg.transport is not None and not leg.transport.is_closing():
+                reset_socket(leg.transport.get_extra_info("socket"))
+                leg.transport.abort()
+
+    def finished(self) -> None:
+        done = self.conn.done
+        if done is not None and not done.done():
+            done.set_result(None)
+
+
+# -- the relay ------------------------------------------------------------------
+
+
+class TcpRelay:
+    """Relays accepted TCP connections; one instance serves every listener."""
+
+    def __init__(self, config: Config, access: RelayAccess, stats: RelayStats) -> None:
+        self.stats = stats
+        self.connections: set[Connection] = set()
+        self._per_client: Counter[IPAddress] = Counter()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.reload(config, access)
+
+    def reload(self, config: Config, access: RelayAccess) -> None:
+        """Adopt new settings for new connections; established ones are left alone."""
+        self.config = config
+        self.access = access
+        self.prefixes: tuple[Nat64Prefix, ...] = config.prefixes
+        relay = config.relay
+        self.connect_timeout = relay.connect_timeout
+        self.idle_timeout = relay.idle_timeout
+        self.max_connections = relay.max_connections
+        self.max_per_client = relay.max_connections_per_client
+        self.buffer_size = relay.buffer_size
+        self.log_connections = config.log.connections
+        self.use_splice = splice.wanted(relay.splice)
+
+    # -- destination and admission ------------------------------------------
+
+    def destination(self, dialled: IPAddress) -> tuple[ipaddress.IPv4Address, Nat64Prefix] | str:
+        """The IPv4 address embedded in ``dialled``, or why there is none."""
+        if dialled.version != 6:
+            return f"{dialled} is not an IPv6 address inside a prefix"
+        assert isinstance(dialled, ipaddress.IPv6Address)
+        for prefix in self.prefixes:
+            if dialled in prefix:
+                try:
+                    return prefix.extract(dialled), prefix
+                except PrefixError as exc:
+                    return str(exc)
+        return f"{dialled} is outside every prefix ({', '.join(map(str, self.prefixes))})"
+
+    def _log(self, conn: Connection, backend: str) -> None:
+        if not self.log_connections:
+            return
+        client = Endpoint(conn.client, conn.client_port)
+        dialled = Endpoint(conn.dialled, conn.dialled_port)
+        log.info(
+            "tcp %s -> %s -> %s: %d bytes up, %d bytes down, %.3f s, %s",
+            client,
+            dialled,
+            backend,
+            conn.up,
+            conn.down,
+            time.monotonic() - conn.started,
+            conn.reason,
+        )
+
+    def _refuse(self, conn: Connection, client: socket.socket, reason: str, backend: str) -> None:
+        self.stats.connections_denied[reason] += 1
+        conn.end(f"denied: {reason}")
+        client.close()
+        self._log(conn, backend)
+
+    async def handle(
+        self, client: socket.socket, *, target: Endpoint | None, proxy_protocol: str
+    ) -> None:
+        """Relay one accepted, non-blocking client socket until both directions end.
+
+        ``target`` None means prefix mode: the destination is decoded from the
+        address the client dialled.  Never raises for network trouble; the
+        socket is always closed on return.
+        """
+        try:
+            client_addr, client_port = _address(client.getpeername())
+            dialled, dialled_port = _address(client.getsockname())
+        except OSError:
+            # The client went away before we looked at it.
+            client.close()
+            return
+        self.stats.connections_accepted += 1
+        conn = Connection(client_addr, client_port, dialled, dialled_port, time.monotonic())
+        if target is None:
+            found = self.destination(dialled)
+            if isinstance(found, str):
+                self._refuse(conn, client, "destination outside the prefixes", found)
+                return
+            v4, prefix = found
+            backend = Endpoint(v4, dialled_port)
+            verdict = self.access.check(client_addr, v4, prefix)
+        else:
+            backend = target
+            if isinstance(target.host, ipaddress.IPv4Address):
+                verdict = self.access.check(client_addr, target.host, None)
+            else:
+                # An IPv6 map target: only relay.clients applies, as for any map.
+                verdict = self.access.check(client_addr, ipaddress.IPv4Address(0), None)
+        if not verdict.permit:
+            self._refuse(conn, client, verdict.reason, str(backend))
+            return
+        if len(self.connections) >= self.max_connections:
+            self._refuse(conn, client, "max_connections", str(backend))
+            return
+        if self._per_client[client_addr] >= self.max_per_client:
+            self._refuse(conn, client, "max_connections_per_client", str(backend))
+            return
+        conn.backend = backend
+        self.connections.add(conn)
+        self._per_client[client_addr] += 1
+        self.stats.connections_active += 1
+        self._ensure_sweeper()
+        try:
+            await self._relay(conn, client, backend, proxy_protocol)
+        except Exception as exc:  # a bug must cost one connection, never the relay
+            log.exception("relaying %s to %s failed", Endpoint(client_addr, client_port), backend)
+            self.stats.errors[f"internal: {type(exc).__name__}"] += 1
+            conn.end("internal error")
+            if conn.engine is not None:
+                conn.engine.abort("internal error")
+            if client.fileno() >= 0:
+                client.close()
+        finally:
+            self.connections.discard(conn)
+            left = self._per_client[client_addr] - 1
+            if left > 0:
+                self._per_client[client_addr] = left
+            else:
+                del self._per_client[client_addr]
+            self.stats.connections_active -= 1
+            self.stats.connections_ended[conn.reason or "closed"] += 1
+            self._log(conn, str(backend))
+
+    async def _connect(
+        self, loop: asyncio.AbstractEventLoop, conn: Connection, backend: Endpoint
+    ) -> socket.socket | None:
+        family = socket.AF_INET if backend.host.version == 4 else socket.AF_INET6
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            # Relayed protocols are often interactive (ssh, IMAP); forward at once.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            async with asyncio.timeout(self.connect_timeout):
+                await loop.sock_connect(sock, backend.sockaddr)
+        except TimeoutError:
+            conn.end("connect timeout")
+        except ConnectionRefusedError:
+            conn.end("backend refused")
+        except OSError as exc:
+            conn.end(f"connect failed: {exc.strerror or exc}")
+        else:
+            return sock
+        sock.close()
+        return None
+
+    async def _relay(
+        self, conn: Connection, client: socket.socket, backend: Endpoint, proxy_protocol: str
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        conn.done = loop.create_future()
+        try:
+            bsock = await self._connect(loop, conn, backend)
+        except asyncio.CancelledError:
+            conn.end("shutdown")
+            client.close()
+            raise
+        if bsock is None:
+            # A refused or unreachable backend: reset the client so it learns
+            # at once, as a direct connection attempt would have.
+            reset_socket(client)
+            client.close()
+            return
+        header = proxyproto.header(
+            proxy_protocol, conn.client, conn.client_port, conn.dialled, conn.dialled_port
+        )
+        try:
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            pipe: SplicePipe
+            if self.use_splice:
+                pipe = SplicePipe(loop, conn, self.stats, client, bsock, self.buffer_size)
+                self.stats.connections_spliced += 1
+                if header:
+                    await loop.sock_sendall(bsock, header)
+                conn.engine = pipe
+                pipe.start()
+            else:
+                tpipe = TransportPipe(conn, self.stats, self.buffer_size)
+                conn.engine = tpipe
+                await tpipe.start(loop, client, bsock)
+                if header:
+                    tpipe.write_backend(header)
+        except OSError as exc:
+            conn.end(f"error: {exc.strerror or exc}")
+            if conn.engine is not None:
+                conn.engine.abort(conn.reason)
+            for sock in (client, bsock):
+                if sock.fileno() >= 0:
+                    sock.close()
+            return
+        try:
+            await conn.done
+        except asyncio.CancelledError:
+            if conn.engine is not None:
+                conn.engine.abort("shutdown")
+            raise
+
+    # -- idle sweep and shutdown ---------------------------------------------
+
+    def _ensure_sweeper(self) -> None:
+        if self._sweeper is None:
+            loop = asyncio.get_running_loop()
+            self._sweeper = loop.call_later(self._sweep_interval(), self._sweep)
+
+    def _sweep_interval(self) -> float:
+        # Idle timeouts are honoured to within an eighth of their length.
+        return max(0.25, min(self.idle_timeout / 8, 30.0))
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for conn in list(self.connections):
+            moved = conn.up + conn.down
+            if moved != conn.idle_mark:
+                conn.idle_mark = moved
+                conn.idle_since = now
+            elif now - conn.idle_since >= self.idle_timeout and conn.engine is not None:
+                conn.engine.abort("idle timeout")
+        if self.connections:
+            loop = asyncio.get_running_loop()
+            self._sweeper = loop.call_later(self._sweep_interval(), self._sweep)
+        else:
+            self._sweeper = None
+
+    def abort_all(self, reason: str) -> None:
+        """Reset every relayed connection (end of the drain period)."""
+        for conn in list(self.connections):
+            if conn.engine is not None:
+                conn.engine.abort(reason)
+            elif conn.done is not None and not conn.done.done():
+                conn.done.cancel()
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+
+def is_would_block(exc: OSError) -> bool:
+    return exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK)
