@@ -211,3 +211,22 @@ def test_random_wire_queries_never_crash_resolve(data: bytes) -> None:
     response = drive(RESOLVERS[1], q, [upstream(answer="v4.example. 300 IN A 192.0.2.1")])
     assert response.id == q.id
     response.to_wire(max_size=65535)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    a_ttl=st.integers(0, 2**31 - 1),
+    soa=st.none() | st.tuples(st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1)),
+)
+def test_rfc6147_5_1_7_synthetic_ttl_rule(a_ttl: int, soa: tuple[int, int] | None) -> None:
+    authority = "" if soa is None else f"example. {soa[0]} IN SOA a. b. 1 1 1 1 {soa[1]}"
+    r = run(
+        dns64(),
+        query("t.example."),
+        {
+            ("t.example.", "AAAA"): upstream(authority=authority),
+            ("t.example.", "A"): upstream(answer=f"t.example. {a_ttl} IN A 192.0.2.1"),
+        },
+    )
+    cap = 600 if soa is None else min(soa)
+    assert [rrset.ttl for rrset in r.response.answer] == [min(a_ttl, cap)]

@@ -222,9 +222,7 @@ class Synthesizer:
         v6 = self.embed_all([_a_int(rd) for rd in basis])
         if not v6:
             return None
-        synthetic = dns.rrset.from_rdata_list(
-            basis.name, min(basis.ttl, ttl_cap), [_aaaa_rdata(value) for value in v6]
-        )
+        synthetic = self.aaaa_rrset(basis.name, min(basis.ttl, ttl_cap), v6)
         out: Section = []
         for rrset in answer:
             if rrset is basis:
@@ -236,7 +234,13 @@ class Synthesizer:
         return out
 
     def aaaa_rrset(self, owner: dns.name.Name, ttl: int, v6: Sequence[int]) -> dns.rrset.RRset:
-        return dns.rrset.from_rdata_list(owner, ttl, [_aaaa_rdata(value) for value in v6])
+        """An AAAA RRset of ``v6`` in order.  Filled directly: RRset.add hashes each
+        rdata twice (a wire rendering each time), and these are known-good rdatas
+        of one type; dict.fromkeys still drops duplicates (overlapping prefixes)."""
+        rrset = dns.rrset.RRset(owner, IN, AAAA)
+        rrset.ttl = ttl
+        rrset.items = dict.fromkeys(_aaaa_rdata(value) for value in v6)
+        return rrset
 
 
 def _a_int(rdata: object) -> int:
