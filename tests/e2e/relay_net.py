@@ -80,6 +80,50 @@ _UDP_PROBE = textwrap.dedent(
 )
 
 
+# N client sockets at once; every one must get its own payload back from the
+# dialled address.  Lost datagrams are resent (UDP), at most 3 rounds.
+_MANY = textwrap.dedent(
+    """
+    import json, selectors, socket, sys, time
+    host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    socks = []
+    for i in range(count):
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.setblocking(False)
+        s.bind(("::", 0))
+        socks.append(s)
+    waiting = {i: s for i, s in enumerate(socks)}
+    wrong = []
+    for _ in range(3):
+        for i, s in waiting.items():
+            s.sendto(str(i).encode(), (host, port))
+        sel = selectors.DefaultSelector()
+        for i, s in waiting.items():
+            sel.register(s, selectors.EVENT_READ, i)
+        deadline = time.monotonic() + 3
+        while waiting and time.monotonic() < deadline:
+            for key, _ in sel.select(0.2):
+                data, src = key.fileobj.recvfrom(100)
+                if data != str(key.data).encode() or src[:2] != (host, port):
+                    wrong.append([key.data, data.decode(), src[0], src[1]])
+                sel.unregister(key.fileobj)
+                waiting.pop(key.data, None)
+        sel.close()
+        if not waiting:
+            break
+    print(json.dumps({"missing": sorted(waiting), "wrong": wrong}))
+    """
+)
+
+
+def many_udp_sessions(ns: Namespace, host: str, port: int, count: int) -> dict[str, Any]:
+    """``count`` client sockets each send their number and expect it back from host:port;
+    returns ``{"missing": [...], "wrong": [...]}`` (both empty when all is well)."""
+    result = ns.run(sys.executable, "-c", _MANY, host, str(port), str(count), timeout=60)
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
 @dataclass
 class Hosts:
     topo: Topology

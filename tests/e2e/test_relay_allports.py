@@ -21,6 +21,7 @@ from tests.e2e.relay_net import (
     Hosts,
     Relay,
     build,
+    many_udp_sessions,
     start_tcp_echo,
     start_udp_echo,
     udp_probe,
@@ -161,3 +162,15 @@ def test_sighup_with_a_new_prefix_rewrites_the_nft_table(net: Hosts, tmp_path: P
     assert probe["replies"][0]["source"] == [second, 9999]
     assert relay.terminate() == 0, relay.output()
     assert nft_state(net)[0] != 0
+
+
+def test_hundreds_of_udp_sessions_share_one_original_destination(
+    net: Hosts, tmp_path: Path
+) -> None:
+    """300 clients to one unlisted port: 300 transparent reply sockets bound to the same
+    original destination (SO_REUSEADDR), each connected to its own client."""
+    relay = Relay(net.relay, tmp_path, CONFIG)
+    wait_tcp(net.client, SERVER_V6, 8080, timeout=15.0)
+    report = many_udp_sessions(net.client, SERVER_V6, 9999, 300)
+    assert report == {"missing": [], "wrong": []}, relay.output()[-2000:]
+    assert relay.terminate() == 0

@@ -21,6 +21,7 @@ from tests.e2e.relay_net import (
     Relay,
     build,
     embed,
+    many_udp_sessions,
     start_udp_echo,
     udp_probe,
     wait_udp,
@@ -120,3 +121,8 @@ def test_denied_destinations_get_nothing(net: Hosts, relay: Relay) -> None:
         assert reason in lines[0]
     # The permitted destination still works alongside.
     assert udp_probe(net.client, SERVER_V6, 7, "ok")["replies"][0].get("data") == "ok"
+
+
+def test_hundreds_of_concurrent_sessions(net: Hosts, relay: Relay) -> None:
+    report = many_udp_sessions(net.client, SERVER_V6, 7, 300)
+    assert report == {"missing": [], "wrong": []}, relay.output()[-2000:]
