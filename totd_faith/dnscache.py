@@ -68,7 +68,7 @@ def cache_ttl(layout: Layout, data: bytes, max_ttl: int, max_negative_ttl: int) 
 
 
 class _Entry:
-    __slots__ = ("template", "offsets", "ttls", "stored", "expires", "age", "wire")
+    __slots__ = ("template", "offsets", "ttls", "stored", "expires", "age", "wire", "fresh_until")
 
     def __init__(
         self, wire: bytes, offsets: tuple[int, ...], ttls: tuple[int, ...], now: float, ttl: int
@@ -80,6 +80,8 @@ class _Entry:
         self.expires = now + ttl
         self.age = 0
         self.wire = wire
+        #: ``wire`` is right until the age reaches the next whole second.
+        self.fresh_until = now + 1
 
 
 class DnsCache:
@@ -105,6 +107,9 @@ class DnsCache:
         entry = self._entries.get(key)
         if entry is None:
             return None
+        if now < entry.fresh_until:
+            self._entries.move_to_end(key)
+            return entry.wire
         if now >= entry.expires:
             del self._entries[key]
             return None
@@ -116,6 +121,7 @@ class DnsCache:
                 _U32.pack_into(buffer, offset, max(ttl - age, 0))
             entry.wire = bytes(buffer)
             entry.age = age
+        entry.fresh_until = min(entry.stored + age + 1, entry.expires)
         self._entries.move_to_end(key)
         return entry.wire
 

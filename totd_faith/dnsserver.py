@@ -312,7 +312,7 @@ class DnsService:
             client_class = self.classify(host)
         if client_class < 0:
             return None, head, client_class
-        hit = self.cache.get((head.question_key, head.flags | client_class), self.clock())
+        hit = self.cache.get((head[0], head[2] | client_class), self.clock())
         if hit is None:
             return None, head, client_class
         out = bytearray(hit)
@@ -321,13 +321,13 @@ class DnsService:
         # RFC 1035 section 4.1.1: RD is copied from the query into the response.
         out[2] = (hit[2] & 0xFE) | (data[2] & 0x01)
         # Echo the question exactly as asked (letter case, RFC 4343 / 0x20 clients).
-        out[HEADER_SIZE : head.question_end] = data[HEADER_SIZE : head.question_end]
+        out[HEADER_SIZE : head[1]] = data[HEADER_SIZE : head[1]]
         return out, head, client_class
 
     def count_hit(self, head: QueryHead, out: bytearray, host: str) -> None:
         stats = self.stats
         stats.cache_hits += 1
-        stats.queries_by_type[head.qtype] += 1
+        stats.queries_by_type[head[4]] += 1
         stats.responses_by_rcode[out[3] & 0x0F] += 1
         if self.log_queries:
             self._log_query(host, out, True)
@@ -399,7 +399,7 @@ class DnsService:
         # max_size: dnspython would otherwise cap at the request payload and raise.
         wire = response.to_wire(max_size=_TCP_MAX_MESSAGE, prefer_truncation=True)
         if head is not None and client_class >= 0:
-            self.cache.put((head.question_key, head.flags | client_class), wire, self.clock())
+            self.cache.put((head[0], head[2] | client_class), wire, self.clock())
         if len(wire) > udp_limit:
             # RFC 1035 section 4.2.1 / RFC 6891 section 7: what does not fit is
             # cut at an RRset boundary and TC tells the client to ask over TCP.

@@ -47,18 +47,16 @@ _RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
 _HEADER = struct.Struct("!HHHHHH")
 
 
-class QueryHead(NamedTuple):
-    """What the cache needs from a plain query, read without dnspython."""
-
-    #: Lowercased qname wire form plus qtype and qclass: the question part of the key.
-    question_key: bytes
-    #: Offset just past the question (the question is ``data[12:question_end]``).
-    question_end: int
-    #: KEY_DO | KEY_CD | KEY_EDNS.
-    flags: int
-    #: The largest UDP response this client accepts (RFC 6891 section 6.2.5).
-    payload_size: int
-    qtype: int
+#: What the cache needs from a plain query, read without dnspython:
+#: ``(question_key, question_end, flags, payload_size, qtype)`` where
+#: ``question_key`` is the lowercased qname wire form plus qtype and qclass,
+#: ``question_end`` the offset just past the question (the question is
+#: ``data[12:question_end]``), ``flags`` KEY_DO | KEY_CD | KEY_EDNS and
+#: ``payload_size`` the largest UDP response the client accepts (RFC 6891
+#: section 6.2.5).  A plain tuple: a NamedTuple costs a Python-level
+#: ``__new__`` call per packet on the hot path.
+QueryHead = tuple[bytes, int, int, int, int]
+Q_KEY, Q_END, Q_FLAGS, Q_PAYLOAD, Q_TYPE = range(5)
 
 
 def scan_query(data: bytes) -> QueryHead | None:
@@ -97,7 +95,7 @@ def scan_query(data: bytes) -> QueryHead | None:
     if arcount == 0:
         if question_end != size:
             return None
-        return QueryHead(
+        return (
             data[HEADER_SIZE:name_end].lower() + data[name_end:question_end],
             question_end,
             cd,
@@ -120,7 +118,7 @@ def scan_query(data: bytes) -> QueryHead | None:
     # Payload sizes below 512 are treated as 512 (RFC 6891 section 6.2.5).
     payload = max((data[opt + 3] << 8) | data[opt + 4], CLASSIC_UDP_SIZE)
     do = KEY_DO if data[opt + 7] & 0x80 else 0
-    return QueryHead(
+    return (
         data[HEADER_SIZE:name_end].lower() + data[name_end:question_end],
         question_end,
         cd | do | KEY_EDNS,
