@@ -157,3 +157,97 @@ def run(
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+
+def run_workers(
+    workers: int,
+    build: Callable[[Config], Sequence[Service]],
+    config: Config,
+    reload_config: Callable[[], Config] | None = None,
+) -> int:
+    """Run ``workers`` processes, each with its own services on shared ports.
+
+    Each worker binds its own sockets with SO_REUSEPORT (the services do that
+    when ``service.workers > 1``), so the kernel spreads UDP datagrams and TCP
+    connections over the workers and every core gets used.  This process
+    supervises: it forwards SIGTERM/SIGINT/SIGHUP to the workers, tells systemd
+    it is ready once every worker is serving, and exits 0 when they all exited
+    0.  A worker that dies stops the whole service (exit 1), so a supervisor
+    such as systemd can restart it cleanly.
+    """
+    if workers <= 1:
+        run(build(config), config, reload_config)
+        return 0
+    import os
+
+    ready_r, ready_w = os.pipe()
+    children: dict[int, int] = {}
+    for index in range(workers):
+        pid = os.fork()
+        if pid == 0:  # worker
+            os.close(ready_r)
+            status = 0
+
+            def tell_ready() -> None:
+                os.write(ready_w, b"r")
+
+            try:
+                os.environ.pop("NOTIFY_SOCKET", None)  # only the supervisor talks to systemd
+                log.info("worker %d (pid %d) starting", index, os.getpid())
+                run(build(config), config, reload_config, ready=tell_ready)
+            except TotdFaithError as exc:
+                log.error("worker %d: %s", index, exc)
+                status = 1
+            except BaseException:  # noqa: B036 - a worker must never fall back into the parent's code
+                log.exception("worker %d failed", index)
+                status = 1
+            finally:
+                os._exit(status)
+        children[pid] = index
+    os.close(ready_w)
+    return _supervise(children, ready_r, workers)
+
+
+def _supervise(children: dict[int, int], ready_fd: int, workers: int) -> int:
+    import os
+
+    def forward(signum: int, _frame: object) -> None:
+        for pid in list(children):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+        if signum != signal.SIGHUP:
+            stopping.append(signum)
+
+    stopping: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    readies = 0
+    os.set_blocking(ready_fd, False)
+    failed = False
+    while children:
+        try:
+            readies += len(os.read(ready_fd, 64))
+        except BlockingIOError:
+            pass
+        if readies >= workers:
+            sdnotify.ready(f"{workers} workers serving")
+            readies = -(1 << 30)  # tell only once
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            time.sleep(0.05)
+            continue
+        index = children.pop(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0 or not stopping:
+            failed = True
+            log.error(
+                "worker %d (pid %d) exited with status %d; stopping the others", index, pid, code
+            )
+            forward(signal.SIGTERM, None)
+    os.close(ready_fd)
+    return 1 if failed else 0
