@@ -183,3 +183,14 @@ def test_pipeline_of_many_queries_reuses_one_resolver() -> None:
             },
         )
         assert r.addresses() == [str(ipaddress.IPv6Address(f"2001:db8:64::192.0.2.{i}"))]
+
+
+def test_truncated_upstream_reply_stays_truncated() -> None:
+    r = run(
+        dns64(),
+        query("big.example.", "TXT"),
+        {("big.example.", "TXT"): upstream(flags="QR RD RA TC")},
+    )
+    assert r.response.flags & dns.flags.TC
+    r = run(dns64(), query("small.example.", "TXT"), {("small.example.", "TXT"): upstream()})
+    assert not r.response.flags & dns.flags.TC

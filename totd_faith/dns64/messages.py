@@ -30,6 +30,7 @@ _AD = dns.flags.AD
 _DO = dns.flags.DO
 _QR = dns.flags.QR
 _RA = dns.flags.RA
+_TC = dns.flags.TC
 
 
 # OPT RRsets are built once per (flags, payload) and copied per message: building
@@ -124,14 +125,17 @@ def relay(
     keep_ad: bool = True,
 ) -> dns.message.Message:
     """The client's view of an upstream ``reply``: client ID, question and flags
-    restored, RCODE and sections passed through (``answer`` replaces the answer
-    section when given).
+    restored, RCODE, TC and sections passed through (``answer`` replaces the
+    answer section when given).
 
     AD is passed on only when the client asked for it with DO or AD (RFC 6840
     section 5.7) and ``keep_ad`` allows; we do not validate, so we can only
     repeat what the upstream asserted.
     """
     response = new_response(query, reply.rcode())
+    # A truncated reply (the shell could not get it whole over TCP) stays marked
+    # truncated: the client must not take a partial answer for the whole one.
+    response.flags |= reply.flags & _TC
     if keep_ad and reply.flags & _AD and (wants_dnssec(query) or query.flags & _AD):
         response.flags |= _AD
     response.answer = list(reply.answer) if answer is None else list(answer)
