@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.netns import Topology, skip_unless_netns
 from tests.support.nsd import NsdServer, start_nsd
@@ -36,6 +37,16 @@ NsdFactory = Callable[[dict[str, str]], Endpoint]
 UnboundFactory = Callable[..., Endpoint]
 
 _TIERS = ("unit", "integration", "e2e")
+
+# Developers and CI share two busy cores: a wall-clock deadline per example would make the
+# property tests flaky without finding bugs.  print_blob lets a CI failure be replayed.
+settings.register_profile(
+    "totd-faith",
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "totd-faith"))
 
 
 def require_root() -> None:
