@@ -316,3 +316,51 @@ def test_bad_flag_is_a_one_line_error() -> None:
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("Error: prefixes[0]")
+
+
+def test_ipv6_listener_udp_and_tcp(upstream: Endpoint, tmp_path: Path) -> None:
+    port = free_port("::1")
+    argv = [
+        sys.executable,
+        "-m",
+        "totd_faith",
+        "dns",
+        "--upstream",
+        str(upstream),
+        "--prefix",
+        NSP,
+        "--listen",
+        f"[::1]:{port}",
+        "--listen",
+        f"127.0.0.1:{port}",
+    ]
+    with Daemon("totd-faith-dns6", argv, tmp_path) as daemon:
+        v6 = parse_endpoint(f"[::1]:{port}")
+        wait_dns(v6, "ipv4only.arpa.", "A", check=any_response, daemon=daemon)
+        for tcp in (False, True):
+            r = ask(v6, "v4only.example.", "AAAA", tcp)
+            assert rrsets(r) == [("v4only.example.", "AAAA", {"2001:db8:64::c000:20a"})]
+            r = ask(parse_endpoint(f"127.0.0.1:{port}"), "v4only.example.", "AAAA", tcp)
+            assert rrsets(r) == [("v4only.example.", "AAAA", {"2001:db8:64::c000:20a"})]
+
+
+def test_hosts_files_are_answered_and_reread_on_sighup(
+    upstream: Endpoint, proxy: Proxy, tmp_path: Path
+) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("192.0.2.99 printer.lan\n2001:db8::1 v6host.lan\n")
+    config = f'[dns]\nhosts_files = ["{hosts}"]\n'
+    endpoint, daemon = proxy("--upstream", str(upstream), "--prefix", NSP, config=config)
+    assert rrsets(ask(endpoint, "printer.lan.", "AAAA")) == [
+        ("printer.lan.", "AAAA", {"2001:db8:64::c000:263"})
+    ]
+    assert rrsets(ask(endpoint, "printer.lan.", "A")) == [("printer.lan.", "A", {"192.0.2.99"})]
+    # The IPv6 line is skipped with a warning logged at start.
+    assert "skipped the IPv6 address 2001:db8::1" in daemon.log_tail(100)
+    hosts.write_text("192.0.2.98 printer.lan\n")
+    os.kill(daemon.pid, signal.SIGHUP)
+    _until(
+        lambda: (
+            rrsets(ask(endpoint, "printer.lan.", "A")) == [("printer.lan.", "A", {"192.0.2.98"})]
+        )
+    )
