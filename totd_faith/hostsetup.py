@@ -90,6 +90,17 @@ def sysctl_steps(*, all_ports: bool = False) -> list[Step]:
     return []
 
 
+def nft_tag(prefixes: Sequence[Nat64Prefix], port: int, mark: int) -> str:
+    """The rule comment that says which prefixes, port and mark a table was made for.
+
+    nft prints rules back in its own normal form (sets sorted, marks padded),
+    so "already applied" compares this comment rather than the rule text: a
+    table left by a run with other settings is then replaced, not kept.
+    """
+    nets = " ".join(str(p.network) for p in prefixes)
+    return f"totd-faith {nets} port {port} mark {mark:#x}"
+
+
 def nft_script(prefixes: Sequence[Nat64Prefix], port: int, mark: int) -> str:
     """The nft table that steers every TCP/UDP packet for ``prefixes`` to ``port``.
 
@@ -107,7 +118,8 @@ def nft_script(prefixes: Sequence[Nat64Prefix], port: int, mark: int) -> str:
         "\tchain prerouting {\n"
         "\t\ttype filter hook prerouting priority mangle; policy accept;\n"
         f"\t\tip6 daddr {{ {nets} }} meta l4proto {{ tcp, udp }} "
-        f"tproxy ip6 to :{port} meta mark set {mark:#x} accept\n"
+        f"tproxy ip6 to :{port} meta mark set {mark:#x} accept "
+        f'comment "{nft_tag(prefixes, port, mark)}"\n'
         "\t}\n"
         "}\n"
     )
@@ -130,7 +142,10 @@ def tproxy_steps(
             ),
             apply=("nft", "-f", "-"),
             undo=("nft", "delete", "table", NFT_FAMILY, NFT_TABLE),
-            check=("nft", "list", "table", NFT_FAMILY, NFT_TABLE),
+            check=_shell_check(
+                f"nft list table {NFT_FAMILY} {NFT_TABLE} | grep -F "
+                + shlex.quote(f'comment "{nft_tag(prefixes, port, mark)}"')
+            ),
             stdin=nft_script(prefixes, port, mark),
         ),
         Step(

@@ -100,3 +100,23 @@ def test_rendered_script_applies_and_undoes(topology: Topology) -> None:
         ns.run("sh", "-c", undo_text)
     assert ns.run("nft", "list", "ruleset").stdout.strip() == ""
     assert "fwmark" not in ns.run("ip", "-6", "rule", "show").stdout
+
+
+def test_a_table_made_for_other_settings_is_replaced(topology: Topology) -> None:
+    ns = topology.namespace("setup")
+    script = textwrap.dedent(
+        """
+        import sys
+        from totd_faith import hostexec
+        from totd_faith.hostsetup import tproxy_steps
+        from totd_faith.prefix import Nat64Prefix
+        steps = tproxy_steps([Nat64Prefix.parse("2001:db8:64::/96")], int(sys.argv[1]))
+        print(len(hostexec.apply(steps)))
+        """
+    )
+    assert ns.run(sys.executable, "-c", script, "1111").stdout.strip() == "3"
+    # Same rule and route, other port: only the nft step runs again, replacing the table.
+    assert ns.run(sys.executable, "-c", script, "64646").stdout.strip() == "1"
+    listing = ns.run("nft", "list", "ruleset").stdout
+    assert "to :64646" in listing and ":1111" not in listing
+    assert listing.count("table inet totd_faith") == 1

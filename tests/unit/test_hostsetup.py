@@ -76,7 +76,13 @@ def test_tproxy_steps_exact_commands() -> None:
     nft, rule, route = tproxy_steps([P1, P2], 64646, 0x7466, 29798)
     assert nft.apply == ("nft", "-f", "-")
     assert nft.undo == ("nft", "delete", "table", "inet", "totd_faith")
-    assert nft.check == ("nft", "list", "table", "inet", "totd_faith")
+    tag = "totd-faith 2001:db8:64::/96 2001:db8:1::/48 port 64646 mark 0x7466"
+    assert nft.check == (
+        "sh",
+        "-c",
+        f"nft list table inet totd_faith | grep -F 'comment \"{tag}\"' | grep -q .",
+    )
+    assert f'accept comment "{tag}"\n' in nft.stdin
     assert nft.stdin == nft_script([P1, P2], 64646, 0x7466)
     assert (
         "ip6 daddr { 2001:db8:64::/96, 2001:db8:1::/48 } meta l4proto { tcp, udp } "
