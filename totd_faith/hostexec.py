@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 
 from totd_faith.errors import OperatorError
-from totd_faith.hostsetup import Step
+from totd_faith.hostsetup import Step, parse_link_local
 
 log = logging.getLogger("totd_faith.hostsetup")
 
@@ -103,6 +103,17 @@ def undo(steps: Sequence[Step], runner: Runner = run_command) -> list[Step]:
         log.info("removed: %s", step.description)
         removed.append(step)
     return removed
+
+
+def link_local_addresses(
+    interface: str | None = None, runner: Runner = run_command
+) -> list[tuple[str, str]]:
+    """This host's (interface, fe80:: address) pairs, for :func:`hostsetup.router_command`."""
+    argv = ["ip", "-6", "-o", "addr", "show", "scope", "link"]
+    if interface is not None:
+        argv += ["dev", interface]
+    status, output = runner(argv, None)
+    return parse_link_local(output) if status == 0 else []
 
 
 def render(steps: Sequence[Step], *, undo_script: bool = False) -> str:

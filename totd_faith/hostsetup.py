@@ -165,6 +165,38 @@ def tproxy_steps(
     ]
 
 
+def host_steps(
+    prefixes: Sequence[Nat64Prefix],
+    *,
+    all_ports: bool = False,
+    tproxy_port: int = 0,
+    mark: int = DEFAULT_MARK,
+    table: int = DEFAULT_TABLE,
+) -> list[Step]:
+    """Everything ``setup`` applies: AnyIP routes, sysctls, and in all-ports mode tproxy."""
+    steps = anyip_steps(prefixes) + sysctl_steps(all_ports=all_ports)
+    if all_ports:
+        steps += tproxy_steps(prefixes, tproxy_port, mark, table)
+    return steps
+
+
+def parse_link_local(ip_output: str) -> list[tuple[str, str]]:
+    """(interface, fe80:: address) pairs from ``ip -6 -o addr show scope link`` output.
+
+    Loopback never has one; the router needs the address on the link it shares with us.
+    """
+    found: list[tuple[str, str]] = []
+    for line in ip_output.splitlines():
+        words = line.split()
+        if len(words) < 4 or words[2] != "inet6":
+            continue
+        interface = words[1].partition("@")[0]
+        address = words[3].partition("/")[0]
+        if address.lower().startswith("fe80:"):
+            found.append((interface, address))
+    return found
+
+
 def router_command(prefix: Nat64Prefix, link_local: str, interface: str) -> str:
     """What the upstream IPv6 router needs: a route for the prefix via this host.
 

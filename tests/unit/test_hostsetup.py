@@ -14,7 +14,9 @@ from totd_faith.hostsetup import (
     DEFAULT_TABLE,
     Step,
     anyip_steps,
+    host_steps,
     nft_script,
+    parse_link_local,
     router_command,
     sysctl_steps,
     tproxy_steps,
@@ -180,3 +182,34 @@ def test_render_is_valid_shell(undo_script: bool) -> None:
         assert "<<'EOF'\ntable inet totd_faith\n" in text
         assert text.index("ip -6 route add local 2001:db8:64::/96") < text.index("nft -f -")
         assert "if ! sh -c 'ip -6 route show table local" in text
+
+
+def test_parse_link_local() -> None:
+    out = (
+        "1: lo    inet6 ::1/128 scope host \\       valid_lft forever preferred_lft forever\n"
+        "4: eth0    inet6 fe80::fc:ff:fe00:1/64 scope link \\       valid_lft forever\n"
+        "7: veth1@if6    inet6 fe80::a8b4:1ff:fe2c:9f01/64 scope link \\       valid_lft x\n"
+        "garbage\n"
+    )
+    assert parse_link_local(out) == [
+        ("eth0", "fe80::fc:ff:fe00:1"),
+        ("veth1", "fe80::a8b4:1ff:fe2c:9f01"),
+    ]
+
+
+def test_link_local_addresses_asks_ip() -> None:
+    calls: list[tuple[str, ...]] = []
+
+    def runner(argv: Sequence[str], stdin: str | None) -> tuple[int, str]:
+        calls.append(tuple(argv))
+        return 0, "4: eth1    inet6 fe80::1/64 scope link \\ valid_lft forever"
+
+    assert hostexec.link_local_addresses("eth1", runner) == [("eth1", "fe80::1")]
+    assert calls == [("ip", "-6", "-o", "addr", "show", "scope", "link", "dev", "eth1")]
+    assert hostexec.link_local_addresses(None, lambda a, s: (1, "no such device")) == []
+
+
+def test_host_steps() -> None:
+    assert host_steps([P1]) == anyip_steps([P1])
+    both = host_steps([P1], all_ports=True, tproxy_port=64646)
+    assert both == anyip_steps([P1]) + tproxy_steps([P1], 64646)
