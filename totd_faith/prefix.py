@@ -156,14 +156,14 @@ class Nat64Prefix:
     @property
     def reverse_origin(self) -> dns.name.Name:
         """The ip6.arpa zone name of the prefix (every allowed length is nibble-aligned)."""
-        full = dns.reversename.from_address(str(self.network.network_address))
+        full = ip6_arpa_name(self.network.network_address)
         nibbles_outside = (128 - self.length) // 4
         return full.split(len(full) - nibbles_outside)[1]
 
     @staticmethod
     def reverse_name(v6: ipaddress.IPv6Address) -> dns.name.Name:
         """The ip6.arpa name of ``v6``."""
-        return dns.reversename.from_address(str(v6))
+        return ip6_arpa_name(v6)
 
     def reverse_v4_name(self, v6: ipaddress.IPv6Address) -> dns.name.Name:
         """The in-addr.arpa name of the IPv4 address embedded in ``v6`` (RFC 6147 section 5.3.1)."""
@@ -178,6 +178,15 @@ class Nat64Prefix:
         except (dns.exception.SyntaxError, ValueError):
             return None
         return v6 if v6 in self.network else None
+
+
+def ip6_arpa_name(v6: ipaddress.IPv6Address) -> dns.name.Name:
+    """The ip6.arpa nibble name of ``v6`` (RFC 3596 section 2.5).
+
+    Not dns.reversename.from_address: it turns IPv4-mapped addresses (::ffff:0:0/96,
+    reachable from prefixes such as ::/32) into in-addr.arpa names.
+    """
+    return dns.name.from_text(".".join(reversed(f"{int(v6):032x}")) + ".ip6.arpa.")
 
 
 def parse_ipv4(text: str) -> ipaddress.IPv4Address:

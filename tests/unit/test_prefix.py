@@ -271,3 +271,16 @@ def test_address_from_reverse_rejects_other_names() -> None:
     bogus = dns.name.Name(("x",) + inside.labels[1:])
     assert nat64.address_from_reverse(bogus) is None
     assert nat64.address_from_reverse(dns.name.from_text("1.2.0.192.in-addr.arpa.")) is None
+
+
+def test_reverse_names_stay_in_ip6_arpa_for_mapped_looking_addresses() -> None:
+    # Found by test_reverse_round_trip: ::/56 puts 0.0.255.255 at ::ffff:0:0, which
+    # dnspython's from_address would have named 0.0.0.0.in-addr.arpa.
+    nat64 = Nat64Prefix.parse("::/56")
+    v6 = nat64.embed(V4("0.0.255.255"), check_global=False)
+    assert v6 == V6("::ffff:0:0")
+    name = nat64.reverse_name(v6)
+    assert name == dns.name.from_text("0." * 8 + "f.f.f.f." + "0." * 20 + "ip6.arpa.")
+    assert nat64.address_from_reverse(name) == v6
+    mapped = Nat64Prefix.parse("::ffff:0:0/96")
+    assert mapped.reverse_origin == dns.name.from_text("f.f.f.f." + "0." * 20 + "ip6.arpa.")
