@@ -140,6 +140,22 @@ def _parse_domain(text: str) -> dns.name.Name:
 
 p_prefix = _wrap(Nat64Prefix.parse)
 p_network = _wrap(parse_network)
+
+
+def _family_network(version: int) -> Parser:
+    """A network of one address family (dns64.exclude is IPv6, dns64.mapped IPv4)."""
+
+    def parse(text: str) -> Network:
+        network = parse_network(text)
+        if network.version != version:
+            raise OperatorError(f"{text!r} is not an IPv{version} network")
+        return network
+
+    return _wrap(parse)
+
+
+p_ipv4_network = _family_network(4)
+p_ipv6_network = _family_network(6)
 p_rule = _wrap(RelayRule.parse)
 p_domain = _wrap(_parse_domain)
 
@@ -402,15 +418,15 @@ class Dns64Config:
     exclude: tuple[ipaddress.IPv6Network, ...] = setting(
         lambda: (ipaddress.IPv6Network("::ffff:0:0/96"),),
         "AAAA records inside these networks are treated as absent (RFC 6147 section 5.1.4).",
-        p_list(p_network),
+        p_list(p_ipv6_network),
         dump=d_list,
         factory=True,
     )
     mapped: tuple[ipaddress.IPv4Network, ...] = setting(
         lambda: (ipaddress.IPv4Network("0.0.0.0/0"),),
-        "IPv4 ranges that may be synthesized (RFC 6147 section 5.1.8); the Well-Known "
+        "IPv4 ranges that may be synthesized (RFC 6147 section 5.1.7); the Well-Known "
         "Prefix additionally never carries non-global addresses (RFC 6052 section 3.1).",
-        p_list(p_network),
+        p_list(p_ipv4_network),
         dump=d_list,
         factory=True,
     )
