@@ -60,6 +60,21 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     )
 
 
+class NamespaceCommandError(subprocess.CalledProcessError, RuntimeError):
+    """A command run with :meth:`Namespace.run` failed; the message shows its output."""
+
+    def __init__(self, namespace: str, result: subprocess.CompletedProcess[str]) -> None:
+        super().__init__(result.returncode, result.args, result.stdout, result.stderr)
+        self.namespace = namespace
+
+    def __str__(self) -> str:
+        command = " ".join(str(a) for a in self.cmd[4:])  # without "ip netns exec NAME"
+        return (
+            f"in {self.namespace}: {command} exited with {self.returncode}\n"
+            f"stdout: {self.stdout}\nstderr: {self.stderr}"
+        )
+
+
 class Namespace:
     """One network namespace (a 'host'); created by :meth:`Topology.namespace`."""
 
@@ -80,7 +95,8 @@ class Namespace:
     ) -> subprocess.CompletedProcess[str]:
         """Run a command to completion in the namespace; output is captured as text.
 
-        With ``check`` a failure raises an error that includes the command's stderr.
+        With ``check`` a failure raises :class:`NamespaceCommandError` (a CalledProcessError)
+        whose message includes the command's output.
         """
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
@@ -88,10 +104,7 @@ class Namespace:
             self.argv(*args), check=False, timeout=timeout, **kw
         )
         if check and result.returncode != 0:
-            raise RuntimeError(
-                f"in {self.name}: {' '.join(args)} exited with {result.returncode}\n"
-                f"stdout: {result.stdout}\nstderr: {result.stderr}"
-            )
+            raise NamespaceCommandError(self.name, result)
         return result
 
     def popen(self, *args: str, **kw: Any) -> subprocess.Popen[Any]:

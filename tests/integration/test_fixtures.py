@@ -15,7 +15,14 @@ import dns.rcode
 import pytest
 
 from tests.conftest import free_port
-from tests.netns import Namespace, Topology, skip_unless_netns, wait_tcp, wait_udp_dns
+from tests.netns import (
+    Namespace,
+    NamespaceCommandError,
+    Topology,
+    skip_unless_netns,
+    wait_tcp,
+    wait_udp_dns,
+)
 from tests.support.nsd import nsd_config, start_nsd
 from tests.support.unbound import dns64_options
 from totd_faith.endpoints import Endpoint
@@ -167,6 +174,17 @@ def test_wait_udp_dns_sees_nsd_in_a_namespace(topology: Topology, tmp_path: Path
     wait_udp_dns(a, "fd00:1::2", 53, "example.", "SOA", timeout=10)
     dig = a.run("dig", "+short", "@fd00:1::2", "www.example.", "A")
     assert dig.stdout.split() == ["192.0.2.10"]
+
+
+def test_failed_commands_say_where_and_why(topology: Topology) -> None:
+    a = topology.namespace("a")
+    with pytest.raises(subprocess.CalledProcessError) as info:
+        a.run("ip", "link", "set", "nonexistent0", "up")
+    assert isinstance(info.value, NamespaceCommandError)
+    message = str(info.value)
+    assert a.name in message and "ip link set nonexistent0 up" in message
+    assert "nonexistent0" in info.value.stderr
+    assert a.run("false", check=False).returncode == 1
 
 
 def test_topology_cleans_up_after_a_failure() -> None:
