@@ -22,7 +22,6 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from totd_faith import hostexec, hostsetup
 from totd_faith.config import Config
 from totd_faith.endpoints import Endpoint
 from totd_faith.errors import OperatorError, TotdFaithError
@@ -134,7 +133,7 @@ class RelayService:
         self.listeners: dict[Endpoint, Listener] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.extras: list[Any] = []  # UdpRelay, TproxyRelay
-        self._routes: list[hostsetup.Step] = []
+        self._routes: list[Any] = []  # hostsetup.Step applied at start
         self._refresher: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._background: set[asyncio.Future[Any]] = set()
@@ -145,6 +144,9 @@ class RelayService:
         self._loop = asyncio.get_running_loop()
         raise_fd_limit()
         if self.config.relay.manage_routes:
+            # Imported here: only route management needs the host set-up modules.
+            from totd_faith import hostexec, hostsetup
+
             self._routes = hostexec.apply(hostsetup.anyip_steps(self.config.prefixes))
         try:
             self._adopt_listeners(self.config)
@@ -298,6 +300,8 @@ class RelayService:
 
     def _undo_routes(self) -> None:
         if self._routes:
+            from totd_faith import hostexec
+
             try:
                 hostexec.undo(self._routes)
             except TotdFaithError as exc:

@@ -61,7 +61,7 @@ def _address(sockaddr: Any) -> tuple[IPAddress, int]:
 class _Leg(asyncio.Protocol):
     """One side of a relayed connection; writes what it reads into the peer leg."""
 
-    __slots__ = ("pipe", "upstream", "transport", "peer", "eof", "lost")
+    __slots__ = ("pipe", "upstream", "transport", "peer", "eof", "lost", "early")
 
     def __init__(self, pipe: TransportPipe, upstream: bool) -> None:
         self.pipe = pipe
@@ -71,6 +71,8 @@ class _Leg(asyncio.Protocol):
         self.peer: _Leg
         self.eof = False
         self.lost = False
+        #: Bytes read before the peer's transport existed (a server banner).
+        self.early: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCPTransport is not registered as an asyncio.Transport subclass.
@@ -81,8 +83,11 @@ class _Leg(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         peer = self.peer.transport
-        assert peer is not None
-        peer.write(data)
+        if peer is None:
+            # uvloop may deliver one read before pause_reading takes effect.
+            self.early.append(data)
+        else:
+            peer.write(data)
         n = len(data)
         conn = self.pipe.conn
         stats = self.pipe.stats
@@ -96,7 +101,8 @@ class _Leg(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.eof = True
         peer = self.peer.transport
-        assert peer is not None
+        if peer is None:
+            return True  # passed on when the peer is attached (TransportPipe.start)
         if not peer.is_closing():
             # Half-close: the other direction keeps flowing.
             peer.write_eof()
@@ -145,17 +151,35 @@ class TransportPipe(Engine):
         self.backend.peer = self.client
 
     async def start(
-        self, loop: asyncio.AbstractEventLoop, client: socket.socket, backend: socket.socket
+        self,
+        loop: asyncio.AbstractEventLoop,
+        client: socket.socket,
+        backend: socket.socket,
+        header: bytes,
     ) -> None:
+        """Attach both sockets; ``header`` (PROXY protocol) goes first to the backend."""
         await loop.connect_accepted_socket(lambda: self.backend, backend)
+        if header:
+            # Before the client's transport exists: nothing may overtake the header.
+            assert self.backend.transport is not None
+            self.backend.transport.write(header)
         await loop.connect_accepted_socket(lambda: self.client, client)
+        assert self.client.transport is not None
+        for data in self.backend.early:
+            self.client.transport.write(data)
+        self.backend.early.clear()
+        if self.backend.lost:
+            # The backend went away while the client was being attached.
+            if self.conn.reason.endswith("reset"):
+                self.abort(self.conn.reason)
+            else:
+                self.client.transport.close()
+            return
+        if self.backend.eof:
+            self.client.transport.write_eof()
         for leg in (self.client, self.backend):
             assert leg.transport is not None
             leg.transport.resume_reading()
-
-    def write_backend(self, data: bytes) -> None:
-        assert self.backend.transport is not None
-        self.backend.transport.write(data)
 
     def close(self, reason: str) -> None:
         self.conn.end(reason)
@@ -373,9 +397,7 @@ class TcpRelay:
             else:
                 tpipe = TransportPipe(conn, self.stats, self.buffer_size)
                 conn.engine = tpipe
-                await tpipe.start(loop, client, bsock)
-                if header:
-                    tpipe.write_backend(header)
+                await tpipe.start(loop, client, bsock, header)
         except OSError as exc:
             conn.end(f"error: {exc.strerror or exc}")
             if conn.engine is not None:

@@ -1,0 +1,137 @@
+"""Small TCP peers for the relay tests, runnable as scripts (also inside namespaces).
+
+    python relay_peers.py hash-server HOST PORT REPLY_BYTES
+        For each connection: read until EOF while hashing, then send
+        sha256(received) (32 bytes) + len(received) (8 bytes, big-endian),
+        then REPLY_BYTES random bytes, then sha256 of those bytes.  Sending
+        only after the client's EOF exercises half-close through the relay.
+    python relay_peers.py hash-client HOST PORT SEND_BYTES REPLY_BYTES
+        Send SEND_BYTES random bytes, shutdown(SHUT_WR), read to EOF, check
+        both hashes; print one JSON line; exit 0 only when everything matched.
+    python relay_peers.py echo-server HOST PORT
+        Echo every connection, half-close after the client's EOF.
+
+Each server prints "ready" on stdout once it listens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sys
+import threading
+
+CHUNK = 1 << 16
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    print("ready", flush=True)
+    return sock
+
+
+def _serve(sock: socket.socket, handler: object) -> None:
+    while True:
+        conn, _ = sock.accept()
+        threading.Thread(target=handler, args=(conn,), daemon=True).start()
+
+
+def _random_stream(total: int, sink: socket.socket) -> bytes:
+    digest = hashlib.sha256()
+    left = total
+    block = os.urandom(CHUNK)
+    while left:
+        # Vary the block cheaply so that a stuck or repeated chunk changes the hash.
+        block = hashlib.sha256(block[:32]).digest() + block[32:]
+        piece = block[: min(left, CHUNK)]
+        digest.update(piece)
+        sink.sendall(piece)
+        left -= len(piece)
+    return digest.digest()
+
+
+def hash_handler(reply_bytes: int) -> object:
+    def handle(conn: socket.socket) -> None:
+        try:
+            digest = hashlib.sha256()
+            count = 0
+            while True:
+                data = conn.recv(CHUNK)
+                if not data:
+                    break
+                digest.update(data)
+                count += len(data)
+            conn.sendall(digest.digest() + count.to_bytes(8, "big"))
+            conn.sendall(_random_stream(reply_bytes, conn))
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    return handle
+
+
+def echo_handler(conn: socket.socket) -> None:
+    try:
+        while True:
+            data = conn.recv(CHUNK)
+            if not data:
+                break
+            conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
+def hash_client(host: str, port: int, send_bytes: int, reply_bytes: int) -> dict[str, object]:
+    result: dict[str, object] = {"ok": False}
+    with socket.create_connection((host, port), timeout=60) as sock:
+        sent_digest = _random_stream(send_bytes, sock)
+        sock.shutdown(socket.SHUT_WR)
+        received = bytearray()
+        while True:
+            data = sock.recv(1 << 20)
+            if not data:
+                break
+            received += data
+    result["received"] = len(received)
+    if len(received) < 40 + 32:
+        result["error"] = "short reply"
+        return result
+    server_digest, count = bytes(received[:32]), int.from_bytes(received[32:40], "big")
+    payload, trailer = bytes(received[40:-32]), bytes(received[-32:])
+    result["upstream_ok"] = server_digest == sent_digest and count == send_bytes
+    result["downstream_ok"] = (
+        len(payload) == reply_bytes and hashlib.sha256(payload).digest() == trailer
+    )
+    result["ok"] = result["upstream_ok"] and result["downstream_ok"]
+    return result
+
+
+def main(argv: list[str]) -> int:
+    command, host, port = argv[0], argv[1], int(argv[2])
+    if command == "hash-server":
+        _serve(_listen(host, port), hash_handler(int(argv[3])))
+    elif command == "echo-server":
+        _serve(_listen(host, port), echo_handler)
+    elif command == "hash-client":
+        result = hash_client(host, port, int(argv[3]), int(argv[4]))
+        print(json.dumps(result), flush=True)
+        return 0 if result["ok"] else 1
+    else:
+        print(f"unknown command {command!r}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
