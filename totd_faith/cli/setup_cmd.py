@@ -198,42 +198,51 @@ def script_text(
 # -- applying and undoing --------------------------------------------------------------------
 
 
-def has_net_admin(status_path: Path = Path("/proc/self/status")) -> bool:
-    """Whether the commands we run (ip, nft) will have CAP_NET_ADMIN.
+def net_admin_from_status(status: str, euid: int) -> bool:
+    """Whether the commands we run (ip, nft) will have CAP_NET_ADMIN, from /proc/PID/status.
 
-    Root has it.  Otherwise it must be in the *ambient* set (systemd's
-    AmbientCapabilities=), the only set child processes inherit.
+    Root's children get its capabilities, so for root it is the effective set
+    (root in a container may lack it).  For anyone else it must be in the
+    *ambient* set (systemd's AmbientCapabilities=), the only set an unprivileged
+    process's children inherit.
     """
-    if os.geteuid() == 0:
-        return True
-    try:
-        text = status_path.read_text(encoding="ascii")
-    except OSError:
-        return False
-    for line in text.splitlines():
-        if line.startswith("CapAmb:"):
+    key = "CapEff:" if euid == 0 else "CapAmb:"
+    for line in status.splitlines():
+        if line.startswith(key):
             return bool(int(line.split()[1], 16) >> _CAP_NET_ADMIN & 1)
-    return False
+    return euid == 0  # no capability lines (not Linux?): trust root
 
 
-def apply_steps(steps: Sequence[hostsetup.Step]) -> list[str]:
+def has_net_admin(status_path: Path = Path("/proc/self/status")) -> bool:
+    try:
+        status = status_path.read_text(encoding="ascii")
+    except OSError:
+        status = ""
+    return net_admin_from_status(status, os.geteuid())
+
+
+def apply_steps(
+    steps: Sequence[hostsetup.Step], runner: hostexec.Runner = hostexec.run_command
+) -> list[str]:
     """Apply what is missing; one report line per step, in order."""
-    applied = hostexec.apply(steps)
+    applied = hostexec.apply(steps, runner)
     return [
         f"{'applied' if step in applied else 'already in place'}: {step.description}"
         for step in steps
     ]
 
 
-def undo_steps(steps: Sequence[hostsetup.Step]) -> tuple[list[str], list[hostsetup.Step]]:
+def undo_steps(
+    steps: Sequence[hostsetup.Step], runner: hostexec.Runner = hostexec.run_command
+) -> tuple[list[str], list[hostsetup.Step]]:
     """Remove what is present, in reverse order; report lines and the steps still present."""
-    removed = hostexec.undo(steps)
+    removed = hostexec.undo(steps, runner)
     lines: list[str] = []
     left: list[hostsetup.Step] = []
     for step in reversed(steps):
         if step in removed:
             lines.append(f"removed: {step.description}")
-        elif step.undo is not None and hostexec.is_applied(step):
+        elif step.undo is not None and hostexec.is_applied(step, runner):
             lines.append(f"could not remove: {step.description}")
             left.append(step)
         else:
@@ -253,8 +262,8 @@ def undo_steps(steps: Sequence[hostsetup.Step]) -> tuple[list[str], list[hostset
     multiple=True,
     help="Translation prefix, repeatable (default: the configuration's prefixes).",
 )
-@click.option("--apply", "action", flag_value="apply", help="Apply the steps not yet in place.")
-@click.option("--undo", "action", flag_value="undo", help="Remove the steps that are in place.")
+@click.option("--apply", "apply_", is_flag=True, help="Apply the steps not yet in place.")
+@click.option("--undo", "undo_", is_flag=True, help="Remove the steps that are in place.")
 @click.option(
     "--all-ports",
     is_flag=True,
@@ -279,7 +288,8 @@ def undo_steps(steps: Sequence[hostsetup.Step]) -> tuple[list[str], list[hostset
 def setup(
     config_path: str | None,
     prefixes: tuple[str, ...],
-    action: str | None,
+    apply_: bool,
+    undo_: bool,
     all_ports: bool | None,
     router_interface: str | None,
     link_local: str | None,
@@ -293,6 +303,9 @@ def setup(
     printed as a shell script, followed by the route the upstream IPv6 router
     needs: the prefix via this host's link-local address.
     """
+    if apply_ and undo_:
+        raise click.UsageError("give either --apply or --undo, not both")
+    action = "apply" if apply_ else "undo" if undo_ else None
     if link_local is not None and uplink is not None:
         raise click.UsageError("give either --link-local or --uplink, not both")
     overrides: dict[str, object] = {}
