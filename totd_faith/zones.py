@@ -34,6 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import dns.name
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.NS
@@ -147,6 +148,15 @@ def place_name(name: dns.name.Name, origin: dns.name.Name) -> dns.name.Name:
     return name.canonicalize()
 
 
+def dns_order(name: dns.name.Name) -> tuple[bytes, ...]:
+    """Sort key for lower-case names in DNS canonical order (RFC 4034 section 6.1).
+
+    Labels compare from the root down as unsigned octet strings, which is how
+    Python compares ``bytes``; much faster than comparing ``Name`` objects.
+    """
+    return name.labels[::-1]
+
+
 def unreachable_reason(address: ipaddress.IPv4Address) -> str | None:
     """Why ``address`` can never be a translation target, or None if it can."""
     for network, reason in _UNREACHABLE:
@@ -212,21 +222,39 @@ def build_table(
             f"left out {len(foreign)} name(s) outside the origin {origin}, the first "
             f"{example.name} at {example.filename}:{example.lineno}"
         )
-    records = tuple(sorted(first.values(), key=lambda r: (r.name, int(r.ipv6))))
+    records = tuple(sorted(first.values(), key=lambda r: (dns_order(r.name), int(r.ipv6))))
     by_address: dict[ipaddress.IPv6Address, set[dns.name.Name]] = {}
     for record in records:
         by_address.setdefault(record.ipv6, set()).add(record.name)
     addresses = tuple(
         (
             address,
-            (canonical[address], *sorted(by_address[address] - {canonical[address]})),
+            (
+                canonical[address],
+                *sorted(by_address[address] - {canonical[address]}, key=dns_order),
+            ),
         )
         for address in sorted(by_address, key=int)
     )
     return HostTable(prefix, origin, records, addresses), warnings
 
 
-def _soa_and_ns(zone: dns.zone.Zone, settings: ZoneSettings, contact_domain: dns.name.Name) -> None:
+def _add(zone: dns.zone.Zone, name: dns.name.Name, ttl: int, rdata: dns.rdata.Rdata) -> None:
+    """Add ``rdata`` at ``name`` (relative to the zone origin), keeping insertion order."""
+    zone.find_rdataset(name, rdata.rdtype, create=True).add(rdata, ttl)
+
+
+def _with_comment(rdata: dns.rdata.Rdata, comment: str) -> dns.rdata.Rdata:
+    # Rdata is immutable; replace(rdcomment=) would build and validate it a second
+    # time, so set the slot the way dnspython's own zone reader does.
+    object.__setattr__(rdata, "rdcomment", comment)
+    return rdata
+
+
+def _new_zone(
+    origin: dns.name.Name, settings: ZoneSettings, contact_domain: dns.name.Name
+) -> dns.zone.Zone:
+    zone = dns.zone.Zone(origin, _IN, relativize=True)
     contact = settings.contact or dns.name.Name(("hostmaster",)).derelativize(contact_domain)
     # dnspython's rdata constructors carry no annotations, hence the ignores.
     soa = dns.rdtypes.ANY.SOA.SOA(  # type: ignore[no-untyped-call]
@@ -242,43 +270,65 @@ def _soa_and_ns(zone: dns.zone.Zone, settings: ZoneSettings, contact_domain: dns
     )
     ns = dns.rdtypes.ANY.NS.NS(_IN, dns.rdatatype.NS, settings.ns)  # type: ignore[no-untyped-call]
     # The zone is relativized, so its apex is the empty name, not the origin.
-    with zone.writer() as txn:
-        txn.add(dns.name.empty, settings.ttl, soa)
-        txn.add(dns.name.empty, settings.ttl, ns)
+    _add(zone, dns.name.empty, settings.ttl, soa)
+    _add(zone, dns.name.empty, settings.ttl, ns)
+    return zone
 
 
 def forward_zone(table: HostTable, settings: ZoneSettings) -> dns.zone.Zone:
-    """The zone of ``table.origin``: SOA, NS and one AAAA per (name, address)."""
+    """The zone of ``table.origin``: SOA, NS and one AAAA per (name, address).
+
+    Nodes are added in DNS canonical order (the table is sorted), so the zone
+    prints in that order without sorting again.
+    """
     if settings.ns.is_subdomain(table.origin) and not table.has_name(settings.ns):
         # named-checkzone refuses an NS target inside the zone without an address.
         raise OperatorError(
             f"the name server {settings.ns} is inside {table.origin} but no hosts line "
             "gives it an address: add it to a hosts file or name a server outside the zone"
         )
-    zone = dns.zone.Zone(table.origin, _IN, relativize=True)
-    _soa_and_ns(zone, settings, table.origin)
-    with zone.writer() as txn:
-        for record in table.records:  # sorted, so each rdataset is in address order
-            aaaa = dns.rdtypes.IN.AAAA.AAAA(  # type: ignore[no-untyped-call]
-                _IN, dns.rdatatype.AAAA, str(record.ipv6)
-            ).replace(rdcomment=str(record.ipv4))  # shows readers what is embedded
-            txn.add(record.name, settings.ttl, aaaa)
+    zone = _new_zone(table.origin, settings, table.origin)
+    for record in table.records:  # sorted, so each rdataset is in address order
+        aaaa = dns.rdtypes.IN.AAAA.AAAA(  # type: ignore[no-untyped-call]
+            _IN, dns.rdatatype.AAAA, str(record.ipv6)
+        )
+        # The comment shows readers which IPv4 address is embedded.
+        _add(
+            zone,
+            record.name.relativize(table.origin),
+            settings.ttl,
+            _with_comment(aaaa, str(record.ipv4)),
+        )
     zone.check_origin()
     return zone
 
 
 def reverse_zone(table: HostTable, settings: ZoneSettings) -> dns.zone.Zone:
-    """The ip6.arpa zone of the prefix: SOA, NS and one PTR per synthesized address."""
-    zone = dns.zone.Zone(table.prefix.reverse_origin, _IN, relativize=True)
-    _soa_and_ns(zone, settings, table.origin)
-    with zone.writer() as txn:
-        for address, names in table.addresses:
-            ptr = dns.rdtypes.ANY.PTR.PTR(  # type: ignore[no-untyped-call]
-                _IN, dns.rdatatype.PTR, names[0]
-            ).replace(rdcomment=str(table.prefix.extract(address)))
-            txn.add(Nat64Prefix.reverse_name(address), settings.ttl, ptr)
+    """The ip6.arpa zone of the prefix: SOA, NS and one PTR per synthesized address.
+
+    Every owner name has the same number of nibble labels, so address order is
+    DNS canonical order (RFC 4034 section 6.1: '0'-'9' sort before 'a'-'f').
+    """
+    origin = table.prefix.reverse_origin
+    zone = _new_zone(origin, settings, table.origin)
+    for address, names in table.addresses:
+        ptr = dns.rdtypes.ANY.PTR.PTR(  # type: ignore[no-untyped-call]
+            _IN, dns.rdatatype.PTR, names[0]
+        )
+        owner = _reverse_owner(address, table.prefix.length)
+        _add(zone, owner, settings.ttl, _with_comment(ptr, str(table.prefix.extract(address))))
     zone.check_origin()
     return zone
+
+
+def _reverse_owner(address: ipaddress.IPv6Address, prefix_length: int) -> dns.name.Name:
+    """The ip6.arpa name of ``address`` relative to the prefix's reverse zone.
+
+    RFC 3596 section 2.5: one label per nibble, least significant first.  Built
+    from the integer because parsing the full name text dominated large exports.
+    """
+    nibbles = format(int(address), "032x")[::-1]
+    return dns.name.Name(tuple(nibbles[: (128 - prefix_length) // 4]))
 
 
 def _header(table: HostTable, comment: str) -> list[str]:
@@ -291,7 +341,11 @@ def _header(table: HostTable, comment: str) -> list[str]:
 
 def bind_text(zone: dns.zone.Zone, table: HostTable, comment: str = "") -> str:
     """A master file (RFC 1035 section 5) with ``$ORIGIN``, sorted by name."""
-    body = zone.to_text(sorted=True, relativize=True, want_origin=True, want_comments=True, nl="\n")
+    # sorted=False: the builders add nodes in DNS canonical order already, and
+    # sorting tens of thousands of names again with Name comparisons is slow.
+    body = zone.to_text(
+        sorted=False, relativize=True, want_origin=True, want_comments=True, nl="\n"
+    )
     header = "".join(f"; {line}\n" for line in _header(table, comment))
     return header + body.rstrip("\n") + "\n"
 

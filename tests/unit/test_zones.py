@@ -18,6 +18,7 @@ from totd_faith.prefix import Nat64Prefix
 from totd_faith.zones import (
     ZoneSettings,
     build_table,
+    dns_order,
     export,
     forward_zone,
     place_name,
@@ -390,3 +391,37 @@ def test_shared_address_order_changes_only_the_canonical_name() -> None:
     rev_two = export(entries_of(two), NSP, ORIGIN, reverse=True)[0]
     assert "PTR alpha.example.org." in rev_one
     assert "PTR beta.example.org." in rev_two
+
+
+_label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,4}[a-z0-9])?", fullmatch=True)
+_deep_lines = st.lists(
+    st.tuples(
+        st.integers(1, 2**24),
+        st.lists(
+            st.lists(_label, min_size=1, max_size=3).map(lambda ls: ".".join([*ls, "example.org"])),
+            min_size=1,
+            max_size=3,
+        ),
+    ),
+    min_size=1,
+    max_size=15,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(_deep_lines, st.sampled_from([32, 48, 64, 96]))
+def test_zones_are_built_in_dns_canonical_order(
+    lines: list[tuple[int, list[str]]], length: int
+) -> None:
+    """bind_text prints nodes in insertion order; that must equal dnspython's own sort."""
+    prefix = Nat64Prefix.parse(f"2001:db8::/{length}")
+    table, _ = build_table(entries_of(_render(lines)), prefix, ORIGIN)
+    for zone in (forward_zone(table, ZoneSettings()), reverse_zone(table, ZoneSettings())):
+        assert zone.to_text(sorted=False) == zone.to_text(sorted=True)
+
+
+def test_dns_order_puts_parents_first_and_compares_from_the_root() -> None:
+    names = [
+        n(t) for t in ["b.example.org.", "example.org.", "a.b.example.org.", "z.a.example.org."]
+    ]
+    assert sorted(names, key=dns_order) == sorted(names)
