@@ -10,6 +10,12 @@
         both hashes; print one JSON line; exit 0 only when everything matched.
     python relay_peers.py echo-server HOST PORT
         Echo every connection, half-close after the client's EOF.
+    python relay_peers.py probe HOST PORT [SOURCE]
+        Connect (from SOURCE if given), send a line, and print how the
+        connection went within 3 s: refused, reset, eof, or data:<first line>.
+    python relay_peers.py concurrent HOST PORT COUNT SIZE
+        COUNT simultaneous echo round trips of SIZE bytes; print how many
+        came back intact; exit 0 only when all did.
 
 Each server prints "ready" on stdout once it listens.
 """
@@ -117,6 +123,54 @@ def hash_client(host: str, port: int, send_bytes: int, reply_bytes: int) -> dict
     return result
 
 
+def probe(host: str, port: int, source: str | None) -> str:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.settimeout(3)
+    try:
+        if source:
+            sock.bind((source, 0))
+        try:
+            sock.connect((host, port))
+        except ConnectionRefusedError:
+            return "refused"
+        try:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            return "reset"
+        except TimeoutError:
+            return "open"
+        if not data:
+            return "eof"
+        return "data:" + data.decode(errors="replace").splitlines()[0]
+    finally:
+        sock.close()
+
+
+def concurrent(host: str, port: int, count: int, size: int) -> int:
+    import asyncio
+
+    payload = os.urandom(size)
+
+    async def one(i: int) -> bool:
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+            tagged = payload + i.to_bytes(4, "big")
+            writer.write(tagged)
+            writer.write_eof()
+            got = await reader.read()
+            writer.close()
+            return got == tagged
+        except OSError:
+            return False
+
+    async def run() -> list[bool]:
+        return await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(count))), 60)
+
+    return sum(asyncio.run(run()))
+
+
 def main(argv: list[str]) -> int:
     command, host, port = argv[0], argv[1], int(argv[2])
     if command == "hash-server":
@@ -127,6 +181,13 @@ def main(argv: list[str]) -> int:
         result = hash_client(host, port, int(argv[3]), int(argv[4]))
         print(json.dumps(result), flush=True)
         return 0 if result["ok"] else 1
+    elif command == "probe":
+        print(probe(host, port, argv[3] if len(argv) > 3 else None), flush=True)
+    elif command == "concurrent":
+        count = int(argv[3])
+        good = concurrent(host, port, count, int(argv[4]))
+        print(good, flush=True)
+        return 0 if good == count else 1
     else:
         print(f"unknown command {command!r}", file=sys.stderr)
         return 2
