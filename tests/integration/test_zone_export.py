@@ -396,3 +396,20 @@ def test_serial_today_is_a_date_serial() -> None:
     soa = next(line for line in result.stdout.splitlines() if " SOA " in line)
     serial = soa.split()[6]
     assert len(serial) == 10 and serial.endswith("00") and serial.startswith("20")
+
+
+def test_output_may_not_be_an_input_file(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("192.0.2.1 a\n")
+    result = run(*P96, "-o", str(hosts), str(hosts))
+    assert_one_line_error(
+        result, f"{hosts}: refusing to overwrite the hosts file being read; give -o another file"
+    )
+    assert hosts.read_text() == "192.0.2.1 a\n"
+
+
+def test_output_dash_is_stdout(tmp_path: Path) -> None:
+    result = run(*P96, "-o", "-", EXAMPLE_INPUT, cwd=ROOT)
+    assert result.returncode == 0
+    assert result.stdout == (ROOT / "zones" / "example.zone").read_text()
+    assert not (ROOT / "-").exists()

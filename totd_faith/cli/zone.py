@@ -86,7 +86,7 @@ def zone() -> None:
     "--output",
     type=click.Path(dir_okay=False, writable=False),
     default=None,
-    help="Write to FILE atomically (nothing is written on error); default: stdout.",
+    help="Write to FILE atomically (nothing is written on error); default or '-': stdout.",
 )
 @click.argument("hosts", nargs=-1, required=True)
 def export_command(
@@ -121,6 +121,10 @@ def export_command(
     RFC 1918 addresses such as 192.168.1.2 need a Network-Specific Prefix:
     the well-known 64:ff9b::/96 must not carry them (RFC 6052 section 3.1).
     """
+    if output == "-":
+        output = None
+    if output is not None:
+        _refuse_to_overwrite_input(output, hosts)
     nat64 = Nat64Prefix.parse(prefix)
     origin_name = _parse_origin(origin)
     settings = ZoneSettings(
@@ -146,6 +150,20 @@ def export_command(
         click.echo(text, nl=False)
     else:
         write_atomically(output, text)
+
+
+def _refuse_to_overwrite_input(output: str, hosts: tuple[str, ...]) -> None:
+    for path in hosts:
+        if path == "-":
+            continue
+        try:
+            same = os.path.samefile(output, path)
+        except OSError:
+            continue  # one of them does not exist (yet); reading reports a missing input
+        if same:
+            raise OperatorError(
+                f"{output}: refusing to overwrite the hosts file being read; give -o another file"
+            )
 
 
 def _parse_origin(text: str) -> dns.name.Name:
