@@ -1,0 +1,209 @@
+"""``totd-faith setup --apply/--undo`` against the real kernel, inside throw-away namespaces.
+
+Routes, rules and nft tables are per network namespace, so running the
+command through ``ip netns exec`` changes nothing on the host running the
+tests.  The state is read back with ``ip -6 route show table local``,
+``ip -6 rule`` and ``nft list tables`` after every step.
+
+    router                         host (runs setup)
+    fd00:1::1/64 -- eth0 ---- eth0 -- fd00:1::2/64
+    route 2001:db8:64::/96 via <host's fe80::> (what setup printed)
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+from tests.netns import Namespace, Topology
+from tests.support.cli import totd_faith_argv
+
+PREFIX = "2001:db8:64::/96"
+PREFIX2 = "2001:db8:1::/48"
+NFT_TABLE = "table inet totd_faith"
+FWMARK_RULE = "fwmark 0x7466 lookup 29798"
+
+
+def setup_cmd(ns: Namespace, *args: str) -> subprocess.CompletedProcess[str]:
+    return ns.run(*totd_faith_argv(), "setup", *args, check=False)
+
+
+def local_routes(ns: Namespace) -> set[str]:
+    """The AnyIP routes in the local table (``local PREFIX`` lines, kernel ones left out)."""
+    out = ns.run("ip", "-6", "route", "show", "table", "local").stdout
+    return {
+        " ".join(line.split()[:2]) for line in out.splitlines() if line.startswith("local 2001:db8")
+    }
+
+
+def state(ns: Namespace) -> dict[str, object]:
+    return {
+        "routes": local_routes(ns),
+        "rule": FWMARK_RULE in ns.run("ip", "-6", "rule").stdout,
+        "nft": NFT_TABLE in ns.run("nft", "list", "tables").stdout,
+        # ip exits 2 ("FIB table does not exist") when the table is empty: only stdout counts.
+        "table_29798": ns.run(
+            "ip", "-6", "route", "show", "table", "29798", check=False
+        ).stdout.strip(),
+    }
+
+
+NOTHING = {"routes": set(), "rule": False, "nft": False, "table_29798": ""}
+
+
+def test_prefix_mode_apply_twice_then_undo(topology: Topology) -> None:
+    ns = topology.namespace("host")
+    assert state(ns) == NOTHING
+    args = ("--prefix", PREFIX, "--prefix", PREFIX2)
+
+    first = setup_cmd(ns, *args, "--apply")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines()[:2] == [
+        f"applied: deliver every address of {PREFIX} locally (AnyIP route)",
+        f"applied: deliver every address of {PREFIX2} locally (AnyIP route)",
+    ]
+    applied = {"routes": {f"local {PREFIX}", f"local {PREFIX2}"}}
+    assert state(ns) == {**NOTHING, **applied}
+
+    second = setup_cmd(ns, *args, "--apply")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.splitlines()[:2] == [
+        f"already in place: deliver every address of {PREFIX} locally (AnyIP route)",
+        f"already in place: deliver every address of {PREFIX2} locally (AnyIP route)",
+    ]
+    assert state(ns) == {**NOTHING, **applied}
+
+    undo = setup_cmd(ns, *args, "--undo")
+    assert undo.returncode == 0, undo.stderr
+    assert undo.stdout.splitlines() == [
+        f"removed: deliver every address of {PREFIX2} locally (AnyIP route)",
+        f"removed: deliver every address of {PREFIX} locally (AnyIP route)",
+    ]
+    assert state(ns) == NOTHING
+
+    again = setup_cmd(ns, *args, "--undo")
+    assert again.returncode == 0, again.stderr
+    assert all(line.startswith("not present: ") for line in again.stdout.splitlines())
+    assert state(ns) == NOTHING
+
+
+def test_all_ports_apply_twice_then_undo(topology: Topology) -> None:
+    ns = topology.namespace("host")
+    args = ("--prefix", PREFIX, "--all-ports")
+
+    first = setup_cmd(ns, *args, "--apply")
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.split("\n\n")[0].splitlines()
+    assert len(lines) == 4 and all(line.startswith("applied: ") for line in lines), lines
+    applied = state(ns)
+    assert applied == {
+        "routes": {f"local {PREFIX}"},
+        "rule": True,
+        "nft": True,
+        "table_29798": applied["table_29798"],
+    }
+    assert str(applied["table_29798"]).startswith("local default dev lo")
+    table = ns.run("nft", "list", "table", "inet", "totd_faith").stdout
+    assert "tproxy ip6 to :64646" in table
+    assert f"ip6 daddr {PREFIX}" in table or f"ip6 daddr {{ {PREFIX} }}" in table
+
+    second = setup_cmd(ns, *args, "--apply")
+    assert second.returncode == 0, second.stderr
+    lines = second.stdout.split("\n\n")[0].splitlines()
+    assert len(lines) == 4 and all(line.startswith("already in place: ") for line in lines)
+    assert state(ns) == applied
+
+    undo = setup_cmd(ns, *args, "--undo")
+    assert undo.returncode == 0, undo.stderr
+    assert [line.split(":")[0] for line in undo.stdout.splitlines()] == ["removed"] * 4
+    assert state(ns) == NOTHING
+    assert ns.run("nft", "list", "ruleset").stdout.strip() == ""
+
+
+def test_tproxy_port_comes_from_the_config(topology: Topology, tmp_path: Path) -> None:
+    ns = topology.namespace("host")
+    conf = tmp_path / "totd-faith.toml"  # ip netns exec shares the file system
+    conf.write_text(f'prefixes = ["{PREFIX}"]\n[relay]\ntproxy_port = 5999\n', "utf-8")
+    out = setup_cmd(ns, "-c", str(conf), "--all-ports", "--apply")
+    assert out.returncode == 0, out.stderr
+    assert "tproxy ip6 to :5999" in ns.run("nft", "list", "table", "inet", "totd_faith").stdout
+    assert state(ns)["routes"] == {f"local {PREFIX}"}
+    assert setup_cmd(ns, "-c", str(conf), "--all-ports", "--undo").returncode == 0
+    assert state(ns) == NOTHING
+
+
+def test_a_route_added_by_hand_is_reported_already_in_place(topology: Topology) -> None:
+    ns = topology.namespace("host")
+    ns.run("ip", "-6", "route", "add", "local", PREFIX, "dev", "lo")
+    out = setup_cmd(ns, "--prefix", PREFIX, "--apply")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"already in place: deliver every address of {PREFIX}")
+    assert state(ns)["routes"] == {f"local {PREFIX}"}
+
+
+def test_without_net_admin_apply_is_a_one_line_error_and_changes_nothing(
+    topology: Topology,
+) -> None:
+    ns = topology.namespace("host")
+    drop = ("setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin")
+    for action in ("--apply", "--undo"):
+        out = ns.run(*drop, *totd_faith_argv(), "setup", "--prefix", PREFIX, action, check=False)
+        assert out.returncode == 1, out
+        assert out.stdout == ""
+        lines = out.stderr.splitlines()
+        assert len(lines) == 1 and "needs root or CAP_NET_ADMIN" in lines[0], out.stderr
+        assert state(ns) == NOTHING
+    # Printing needs no privilege.
+    printed = ns.run(*drop, *totd_faith_argv(), "setup", "--prefix", PREFIX, check=False)
+    assert printed.returncode == 0, printed.stderr
+    assert f"ip -6 route add local {PREFIX} dev lo" in printed.stdout
+
+
+def _link_local(ns: Namespace, ifname: str, timeout: float = 5.0) -> str:
+    """The kernel's fe80:: address on ``ifname`` once it is there (bounded poll)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = ns.run("ip", "-6", "-o", "addr", "show", "dev", ifname, "scope", "link").stdout
+        found = re.search(r"inet6 (fe80::[0-9a-f:]+)/64", out)
+        if found:
+            return found.group(1)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no link-local address on {ifname} in {ns.name}: {out!r}")
+        time.sleep(0.05)
+
+
+def _ping(ns: Namespace, address: str) -> bool:
+    return ns.run("ping", "-6", "-n", "-c", "1", "-W", "2", address, check=False).returncode == 0
+
+
+def test_router_route_from_printed_command_reaches_the_prefix(topology: Topology) -> None:
+    """--uplink finds the host's fe80:: address; the router runs the printed line verbatim."""
+    router = topology.namespace("router")
+    host = topology.namespace("host")
+    topology.link(router, "eth0", host, "eth0")
+    router.add_address("eth0", "fd00:1::1/64")
+    host.add_address("eth0", "fd00:1::2/64")
+    host_ll = _link_local(host, "eth0")
+
+    printed = setup_cmd(host, "--prefix", PREFIX, "--uplink", "eth0", "--router-interface", "eth0")
+    assert printed.returncode == 0, printed.stderr
+    assert f"# {host_ll} is this host's link-local address on eth0.\n" in printed.stdout
+    commands = [
+        line.removeprefix("#   ")
+        for line in printed.stdout.splitlines()
+        if line.startswith("#   ip -6 route add")
+    ]
+    assert commands == [f"ip -6 route add {PREFIX} via {host_ll} dev eth0"]
+    router.run(*commands[0].split())
+
+    assert not _ping(router, "2001:db8:64::c633:6402")  # routed to the host, not yet local there
+    apply = setup_cmd(
+        host, "--prefix", PREFIX, "--uplink", "eth0", "--router-interface", "eth0", "--apply"
+    )
+    assert apply.returncode == 0, apply.stderr
+    assert commands[0] in apply.stdout  # --apply repeats what the router needs
+    assert _ping(router, "2001:db8:64::c633:6402")  # AnyIP: the host answers for the prefix
+    assert setup_cmd(host, "--prefix", PREFIX, "--undo").returncode == 0
+    assert not _ping(router, "2001:db8:64::c633:6402")
