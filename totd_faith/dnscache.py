@@ -104,12 +104,18 @@ class DnsCache:
 
         The caller still has to put in the client's ID, RD bit and question.
         """
+        found = self.get_fresh(key, now)
+        return None if found is None else found[0]
+
+    def get_fresh(self, key: Hashable, now: float) -> tuple[bytes, float] | None:
+        """Like :meth:`get`, plus the time until which those bytes stay exact
+        (the next whole second of age, when every TTL drops by one)."""
         entry = self._entries.get(key)
         if entry is None:
             return None
         if now < entry.fresh_until:
             self._entries.move_to_end(key)
-            return entry.wire
+            return entry.wire, entry.fresh_until
         if now >= entry.expires:
             del self._entries[key]
             return None
@@ -123,7 +129,7 @@ class DnsCache:
             entry.age = age
         entry.fresh_until = min(entry.stored + age + 1, entry.expires)
         self._entries.move_to_end(key)
-        return entry.wire
+        return entry.wire, entry.fresh_until
 
     def put(self, key: Hashable, wire: bytes, now: float) -> int:
         """Cache ``wire`` if its rcode and TTLs allow; returns the TTL used (0: not cached)."""

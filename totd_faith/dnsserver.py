@@ -174,6 +174,9 @@ class DnsService:
             config.dns.cache_size, config.dns.cache_max_ttl, config.dns.cache_max_negative_ttl
         )
         self.memo: dict[str, int] = {}
+        #: Query bytes after the ID -> (answer bytes after the ID, valid until,
+        #: client class, qtype, rcode); see _UdpListener.readable.
+        self.replays: dict[bytes, tuple[bytes, float, int, int, int]] = {}
         self.resolver: Resolver | None = None
         self.upstreams: UpstreamPool | None = None
         self.inflight = 0
@@ -258,6 +261,7 @@ class DnsService:
         self.upstreams = upstreams
         self.log_queries = config.log.queries
         self.memo.clear()
+        self.replays.clear()
         self.cache = DnsCache(
             config.dns.cache_size, config.dns.cache_max_ttl, config.dns.cache_max_negative_ttl
         )
@@ -464,9 +468,14 @@ class _UdpListener:
         recvfrom = self.sock.recvfrom
         sendto = self.sock.sendto
         memo = service.memo
-        cache_get = service.cache.get
-        clock = service.clock
+        replays = service.replays
         stats = service.stats
+        by_type = stats.queries_by_type
+        by_rcode = stats.responses_by_rcode
+        log_queries = service.log_queries
+        # One clock reading per batch: a batch takes well under a second, and
+        # cached TTLs change only on whole seconds.
+        now = service.clock()
         for _ in range(UDP_BATCH):
             try:
                 data, addr = recvfrom(_UDP_RECV_SIZE)
@@ -476,6 +485,21 @@ class _UdpListener:
                 # e.g. ECONNREFUSED left by an ICMP error for an earlier answer.
                 continue
             try:
+                # Replay: these exact bytes (all but the ID) were answered from
+                # the cache within the current second for a client of the same
+                # class, so the answer is the same bytes with this query's ID.
+                replay = replays.get(data[2:])
+                if replay is not None and now < replay[1] and memo.get(addr[0]) == replay[2]:
+                    try:
+                        sendto(data[:2] + replay[0], addr)
+                    except OSError:
+                        pass
+                    stats.cache_hits += 1
+                    by_type[replay[3]] += 1
+                    by_rcode[replay[4]] += 1
+                    if log_queries:
+                        service._log_query(addr[0], data[:2] + replay[0], True)
+                    continue
                 head = scan_query(data)
                 if head is not None:
                     host = addr[0]
@@ -483,8 +507,9 @@ class _UdpListener:
                     if client_class is None:
                         client_class = service.classify(host)
                     if client_class >= 0:
-                        hit = cache_get((head[0], head[2] | client_class), clock())
-                        if hit is not None and len(hit) <= head[3]:
+                        found = service.cache.get_fresh((head[0], head[2] | client_class), now)
+                        if found is not None and len(found[0]) <= head[3]:
+                            hit = found[0]
                             question_end = head[1]
                             # ID from the query; RD copied (RFC 1035 section 4.1.1);
                             # the question exactly as asked, letter case included.
@@ -501,10 +526,14 @@ class _UdpListener:
                                 sendto(out, addr)
                             except OSError:
                                 pass
+                            rcode = hit[3] & 0x0F
+                            if len(replays) >= REPLAY_MAX:
+                                replays.clear()
+                            replays[data[2:]] = (out[2:], found[1], client_class, head[4], rcode)
                             stats.cache_hits += 1
-                            stats.queries_by_type[head[4]] += 1
-                            stats.responses_by_rcode[hit[3] & 0x0F] += 1
-                            if service.log_queries:
+                            by_type[head[4]] += 1
+                            by_rcode[rcode] += 1
+                            if log_queries:
                                 service._log_query(host, out, True)
                             continue
                 else:
@@ -530,6 +559,8 @@ class _UdpListener:
 
 #: One-byte values for header byte 2, precomputed (no per-packet bytes() call).
 _RD_PATCH = [bytes((i,)) for i in range(256)]
+#: Most remembered exact queries for the replay path (cleared when full).
+REPLAY_MAX = 4_096
 #: Datagrams handled per wake-up before other work gets a turn.
 UDP_BATCH = 64
 _UDP_RECV_SIZE = 65_535

@@ -112,10 +112,20 @@ class FakeUpstream:
                 fake.udp_queries += 1
                 asyncio.ensure_future(fake._reply_udp(data, addr))
 
-        transport, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
-        self.transport = cast(asyncio.DatagramTransport, transport)
-        port = transport.get_extra_info("sockname")[1]
-        self.server = await asyncio.start_server(self._tcp, "127.0.0.1", port)
+        for _ in range(50):
+            # UDP on a kernel-chosen port, then TCP on the same number: retry if
+            # some other process holds that TCP port.
+            transport, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
+            port = transport.get_extra_info("sockname")[1]
+            try:
+                self.server = await asyncio.start_server(self._tcp, "127.0.0.1", port)
+            except OSError:
+                transport.close()
+                continue
+            self.transport = cast(asyncio.DatagramTransport, transport)
+            break
+        else:
+            raise RuntimeError("no port free for both UDP and TCP")
         self.endpoint = Endpoint(ipaddress.ip_address("127.0.0.1"), port)
         return self
 
