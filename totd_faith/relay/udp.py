@@ -95,6 +95,9 @@ class Flow:
     owner: object = None
     prefix: Nat64Prefix | None = None
     closed: bool = False
+    #: Raw-address lookup entries that point at this session (see
+    #: :attr:`Listener.fast`), removed when it ends.
+    aliases: list[tuple[dict[Any, Any], Any]] = field(default_factory=list)
 
 
 class UdpSessions:
@@ -135,6 +138,10 @@ class UdpSessions:
 
     # -- client to backend --------------------------------------------------------
 
+    def forward(self, session: Session[Flow], data: bytes) -> None:
+        """Relay a datagram of an open session (the fast path: no parsing, no policy)."""
+        self._send_backend(session, data, self.loop.time())
+
     def from_client(
         self,
         key: SessionKey,
@@ -142,15 +149,19 @@ class UdpSessions:
         route: Callable[[], Route],
         reply_path: Callable[[], ReplyPath],
         owner: object = None,
-    ) -> None:
-        """Relay one datagram the client sent to ``key.destination``, opening a session."""
+    ) -> Session[Flow] | None:
+        """Relay one datagram the client sent to ``key.destination``, opening a session.
+
+        Returns the session (None when the datagram was refused or dropped).
+        """
         now = self.loop.time()
         session = self.table.get(key)
         if session is None:
             session = self._open(key, route, reply_path, owner, now)
             if session is None:
-                return
+                return None
         self._send_backend(session, data, now)
+        return session
 
     def _deny(self, key: SessionKey, reason: str, now: float) -> None:
         # Count and log a refused key once, not once per datagram.
@@ -280,6 +291,9 @@ class UdpSessions:
                 with contextlib.suppress(ValueError, OSError):
                     self.loop.remove_reader(sock.fileno())
                 sock.close()
+        for index, alias in flow.aliases:
+            if index.get(alias) is session:
+                del index[alias]
         self.stats.udp_sessions_active = len(self.table)
         if self.log_sessions:
             log.info("%s", session.summary(self.loop.time(), reason))
@@ -335,6 +349,9 @@ class Listener:
     bind: Endpoint
     map: RelayMap | None
     sock: socket.socket = field(repr=False)
+    #: (raw client sockaddr, raw PKTINFO bytes) -> open session: the next
+    #: datagram of a session skips address parsing, routing and policy.
+    fast: dict[Any, Session[Flow]] = field(default_factory=dict, repr=False)
 
     @property
     def identity(self) -> tuple[Endpoint, Endpoint | None]:
@@ -449,25 +466,34 @@ class UdpRelay:
     # -- datagrams ---------------------------------------------------------------------
 
     def _readable(self, listener: Listener) -> None:
+        recvmsg = listener.sock.recvmsg
+        fast = listener.fast
         for _ in range(BATCH):
             try:
-                data, ancdata, _flags, sockaddr = listener.sock.recvmsg(
-                    MAX_DATAGRAM, sockopts.CMSG_SPACE
-                )
+                data, ancdata, _flags, sockaddr = recvmsg(MAX_DATAGRAM, sockopts.CMSG_SPACE)
             except BlockingIOError:
                 return
             except OSError as exc:
                 self.stats.errors[f"udp receive: {exc.strerror or exc}"] += 1
                 return
+            alias = (sockaddr, ancdata[0][2] if ancdata else b"")
+            session = fast.get(alias)
+            if session is not None:
+                self.sessions.forward(session, data)
+                continue
             try:
-                self._datagram(listener, data, ancdata, sockaddr)
+                session = self._datagram(listener, data, ancdata, sockaddr)
             except Exception:  # a bad datagram must never stop the relay
                 self.stats.errors["udp datagram handling"] += 1
                 log.exception("udp: datagram from %s dropped", sockaddr)
+                continue
+            if session is not None and not session.handle.closed:
+                fast[alias] = session
+                session.handle.aliases.append((fast, alias))
 
     def _datagram(
         self, listener: Listener, data: bytes, ancdata: sockopts.Ancillary, sockaddr: Sockaddr
-    ) -> None:
+    ) -> Session[Flow] | None:
         client = endpoint_of(sockaddr)
         dialled = sockopts.dialled_address(ancdata) or listener.bind.host
         key = SessionKey(client, Endpoint(dialled, listener.bind.port))
@@ -495,4 +521,4 @@ class UdpRelay:
 
             return reply, None
 
-        self.sessions.from_client(key, data, route, reply_path, owner=listener)
+        return self.sessions.from_client(key, data, route, reply_path, owner=listener)
