@@ -13,9 +13,11 @@ import pytest
 
 from tests.support.ports import free_port
 from totd_faith.config import Config, load_text
+from totd_faith.endpoints import parse_endpoint
 from totd_faith.policy import RelayAccess
 from totd_faith.relay.stats import RelayStats
-from totd_faith.relay.udp import UdpRelay
+from totd_faith.relay.udp import UdpRelay, UdpSessions
+from totd_faith.relay.udp_sessions import SessionKey
 
 
 class Echo(asyncio.DatagramProtocol):
@@ -252,5 +254,41 @@ def test_garbage_and_bursts_never_stop_the_relay() -> None:
         finally:
             sock.close()
             await relay.stop()
+
+    run(body)
+
+
+def test_sessions_of_a_prefix_removed_by_reload_end() -> None:
+    """UdpSessions on its own: a prefix-mode session ends when its prefix goes away."""
+
+    async def body(echo_port: int) -> None:
+        text = 'prefixes = [{p}]\n[relay]\nrules = ["::1/128 permit 127.0.0.1/32"]\n'
+        cfg = load_text(text.format(p='"2001:db8:64::/96"'))
+        stats = RelayStats()
+        sessions = UdpSessions(cfg, RelayAccess.from_config(cfg, frozenset()), stats)
+        replies: list[bytes] = []
+        got_reply = asyncio.Event()
+
+        def reply(data: bytes) -> None:
+            replies.append(data)
+            got_reply.set()
+
+        key = SessionKey(parse_endpoint("[::1]:4000"), parse_endpoint("[2001:db8:64::7f00:1]:7"))
+        target = parse_endpoint(f"127.0.0.1:{echo_port}")
+        session = sessions.from_client(
+            key, b"hi", lambda: (target, cfg.prefixes[0]), lambda: (reply, None)
+        )
+        assert session is not None
+        await asyncio.wait_for(got_reply.wait(), 5.0)
+        assert replies == [b"echo:hi"]
+        # Same prefix, other rules: the session stays.
+        same = load_text(text.format(p='"2001:db8:64::/96", "2001:db8:1::/48"'))
+        sessions.configure(same, RelayAccess.from_config(same, frozenset()))
+        assert sessions.table.get(key) is session
+        other = load_text(text.format(p='"2001:db8:65::/96"'))
+        sessions.configure(other, RelayAccess.from_config(other, frozenset()))
+        assert sessions.table.get(key) is None and session.handle.closed
+        assert stats.udp_sessions_active == 0
+        sessions.close("test over")
 
     run(body)

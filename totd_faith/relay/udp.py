@@ -130,6 +130,10 @@ class UdpSessions:
         self.table.idle_timeout = config.relay.udp_idle_timeout
         self.table.limit = config.relay.max_udp_sessions
         for session in self.table:
+            prefix = session.handle.prefix
+            if prefix is not None and prefix not in config.prefixes:
+                self.end(session, f"prefix {prefix} removed by reload")
+                continue
             verdict = check_access(
                 access, session.key.client, session.target, session.handle.prefix
             )
