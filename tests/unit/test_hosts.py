@@ -112,7 +112,8 @@ def test_bad_lines_name_file_line_and_problem(line: str, problem: str) -> None:
 def test_a_63_octet_label_and_a_255_octet_name_are_fine() -> None:
     longest = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])  # 253 chars + root = 255
     entries, _ = parse_hosts(f"192.0.2.1 {longest}\n", "h")
-    assert len(entries[0].name.to_wire()) == 255
+    wire = entries[0].name.to_wire()
+    assert wire is not None and len(wire) == 255
 
 
 def test_name_parser_accepts_digits_and_hyphens() -> None:

@@ -50,6 +50,7 @@ def entries_of(text: str, filename: str = "hosts") -> list[HostEntry]:
 
 def rrs(zone: dns.zone.Zone, rdtype: dns.rdatatype.RdataType) -> set[tuple[str, str]]:
     """Every (absolute owner, rdata) of one type, read back through dnspython."""
+    assert zone.origin is not None
     return {
         (
             name.derelativize(zone.origin).to_text(),

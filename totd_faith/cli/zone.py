@@ -29,7 +29,7 @@ def zone() -> None:
     """Export static hosts as DNS data for IPv6-only clients."""
 
 
-@zone.command("export")
+@zone.command("export", short_help="Static hosts -> AAAA/PTR zones, hosts or Unbound lines.")
 @click.option(
     "-p",
     "--prefix",
