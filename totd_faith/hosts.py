@@ -148,7 +148,8 @@ def read_hosts_files(paths: Sequence[str]) -> tuple[list[HostEntry], list[str]]:
     for path in paths:
         filename, data = _read(path)
         try:
-            text = data.decode("utf-8")
+            # utf-8-sig drops the byte order mark some Windows editors write.
+            text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             lineno = data.count(b"\n", 0, exc.start) + 1
             raise HostsFileError(

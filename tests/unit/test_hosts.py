@@ -196,3 +196,11 @@ def test_bytes_that_are_not_utf8_name_their_line(tmp_path: Path) -> None:
     bad.write_bytes(b"192.0.2.1 a\n# ok\n192.0.2.2 caf\xe9\n")
     with pytest.raises(HostsFileError, match=rf"^{bad}:3: this line is not UTF-8 text"):
         read_hosts_files([str(bad)])
+
+
+def test_windows_line_ends_and_byte_order_mark_are_fine(tmp_path: Path) -> None:
+    windows = tmp_path / "hosts.txt"
+    windows.write_bytes(b"\xef\xbb\xbf192.0.2.1 a\r\n# c\r\n192.0.2.2 b\r\n")
+    entries, warnings = read_hosts_files([str(windows)])
+    assert warnings == []
+    assert pairs(entries) == [("192.0.2.1", "a.", 1), ("192.0.2.2", "b.", 3)]
