@@ -273,3 +273,11 @@ def test_hosts_aaaa_with_do_and_cd_is_nodata() -> None:
     r = run(dns64(hosts=HOSTS), query("cvsup.example.", do=True, cd=True))
     assert r.asked == [] and r.rrsets() == []
     assert r.response.flags & dns.flags.CD
+
+
+def test_rfc8880_7_1_ipv4only_arpa_answered_even_with_do_and_cd() -> None:
+    # RFC 6147 section 5.5's DO+CD rule stops synthesis from upstream data, but
+    # prefix discovery (RFC 7050) must keep working for validating clients.
+    r = run(dns64(), query("ipv4only.arpa.", do=True, cd=True))
+    assert r.asked == []
+    assert r.addresses() == ["2001:db8:64::c000:aa", "2001:db8:64::c000:ab"]

@@ -20,8 +20,9 @@ Decisions where the RFCs leave room (each is cited again at its code):
   5.1.7 with RFC 2308 section 5), 600 s cap without an SOA.
 - Exclusion (section 5.1.4): excluded AAAA records are removed (with the RRSIG
   over the trimmed RRset, and AD); only-excluded counts as empty.
-- DNSSEC (section 5.5): we do not validate.  DO+CD: no synthesis at all (AAAA
-  and PTR CNAMEs), the data is forwarded for the client to validate.
+- DNSSEC (section 5.5): we do not validate.  DO+CD: no synthesis (AAAA, PTR
+  CNAMEs, static hosts' AAAA), the data is forwarded for the client to
+  validate; only ipv4only.arpa is still answered (RFC 8880 section 7.1).
   Otherwise synthesized answers have no AD and no RRSIG over A records.
 - PTR (section 5.3.1): option 2, a CNAME to the in-addr.arpa name, for full
   32-nibble names inside a prefix whose IPv4 address we would synthesize; the

@@ -148,13 +148,20 @@ class LocalZones:
         self._zones[origin] = _Zone(origin, _soa(origin, IPV4ONLY_TTL), records)
 
     def lookup(
-        self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, synthesis: bool
+        self,
+        qname: dns.name.Name,
+        rdtype: dns.rdatatype.RdataType,
+        synthesis: bool,
+        discovery: bool | None = None,
     ) -> LocalAnswer | None:
         """The local answer for ``qname``/``rdtype`` (class IN), or None if not local.
 
         ``synthesis`` says whether AAAA records may be synthesized for this query
-        (DNS64 enabled for the client, RFC 6147 section 5.5 DO+CD rule).
+        (DNS64 enabled for the client, RFC 6147 section 5.5 DO+CD rule);
+        ``discovery`` (default: ``synthesis``) the same for ipv4only.arpa.
         """
+        if discovery is None:
+            discovery = synthesis
         host = self._hosts.get(qname)
         if host is not None:
             return self._host(host, rdtype, synthesis)
@@ -168,7 +175,7 @@ class LocalZones:
             return None  # every local zone is under arpa.: the common case stops here
         for origin, zone in self._zones.items():
             if qname.is_subdomain(origin):
-                return self._zone_answer(zone, qname, rdtype, synthesis)
+                return self._zone_answer(zone, qname, rdtype, discovery)
         return None
 
     @staticmethod
@@ -187,14 +194,14 @@ class LocalZones:
         zone: _Zone,
         qname: dns.name.Name,
         rdtype: dns.rdatatype.RdataType,
-        synthesis: bool,
+        discovery: bool,
     ) -> LocalAnswer:
         if qname != zone.origin:
             # RFC 8880 sections 7.1 and 7.2: only the apex names exist.
             return LocalAnswer(dns.rcode.NXDOMAIN, [], [_copy(zone.soa)])
         if rdtype == SOA:
             return LocalAnswer(dns.rcode.NOERROR, [_copy(zone.soa)], [])
-        if rdtype == AAAA and zone.origin == IPV4ONLY and synthesis:
+        if rdtype == AAAA and zone.origin == IPV4ONLY and discovery:
             return LocalAnswer(dns.rcode.NOERROR, [_copy(self._discovery_aaaa)], [])
         if rdtype == ANY:
             # RFC 8482 would allow less; the zone is tiny, so give all of it.

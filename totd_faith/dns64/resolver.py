@@ -126,12 +126,15 @@ class Dns64:
             # RFC 6147 section 5.1: for classes other than IN "a DNS64 MUST
             # behave as though no DNS64 function is configured".
             return (yield from self._forward(query, qname, rdtype, rdclass))
+        enabled = self.synthesis_enabled_for(client)
         # RFC 6147 section 5.5 item 3: with CD and DO both set the DNS64 "MUST
         # NOT perform synthesis" and returns the data for the client to validate.
-        synthesis = self.synthesis_enabled_for(client) and not (
-            checking_disabled(query) and wants_dnssec(query)
-        )
-        local = self._local.lookup(qname, rdtype, synthesis)
+        synthesis = enabled and not (checking_disabled(query) and wants_dnssec(query))
+        # ipv4only.arpa is the exception: RFC 8880 section 7.1 has a DNS64 answer
+        # it itself whatever the query, and a validating client does not rely on
+        # DNSSEC for this answer (RFC 7050 section 3.1.1 validates the learned
+        # prefix another way), so prefix discovery works for it too.
+        local = self._local.lookup(qname, rdtype, synthesis, discovery=enabled)
         if local is not None:
             return local_response(query, local.rcode, local.answer, local.authority)
         if synthesis:
