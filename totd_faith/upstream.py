@@ -77,6 +77,7 @@ class _UdpChannel(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.pending: dict[int, _Pending] = {}
         self.uses = 0
+        self.users = 0
         self.retired = False
         self.opening: asyncio.Future[None] | None = None
 
@@ -125,9 +126,16 @@ class _UdpChannel(asyncio.DatagramProtocol):
             if qid not in self.pending:
                 return qid
 
-    def done_with(self, qid: int) -> None:
-        self.pending.pop(qid, None)
-        if self.retired and not self.pending and self.transport is not None:
+    def done_with(self, qid: int | None) -> None:
+        """A query handed this channel is finished (None: nobody, just check).
+
+        Counting users, not pending IDs: a query that got the channel while it
+        was still opening has no pending ID yet, and must not find it closed.
+        """
+        if qid is not None:
+            self.pending.pop(qid, None)
+            self.users -= 1
+        if self.retired and self.users <= 0 and self.transport is not None:
             self.transport.close()
 
 
@@ -226,14 +234,20 @@ class UpstreamPool:
     async def _channel(self, upstream: _Upstream) -> _UdpChannel:
         index = secrets.randbelow(SOCKETS_PER_UPSTREAM)
         channel = upstream.channels[index]
-        if channel is None or channel.uses >= SOCKET_USES:
+        if (
+            channel is None
+            or channel.uses >= SOCKET_USES
+            # Closed under us (a fatal socket error): replace it.
+            or (channel.transport is not None and channel.transport.is_closing())
+        ):
             if channel is not None:
                 channel.retired = True
-                channel.done_with(-1)
+                channel.done_with(None)
             channel = _UdpChannel(upstream, self.stats)
             upstream.channels[index] = channel
             channel.opening = asyncio.ensure_future(self._open(upstream, channel))
         channel.uses += 1
+        channel.users += 1
         if channel.transport is None:
             # Opened by this query or a concurrent one; wait for it either way.
             assert channel.opening is not None
@@ -267,8 +281,10 @@ class UpstreamPool:
         channel.pending[qid] = _Pending(question, future)
         timer = loop.call_later(self.timeout, _expire, future)
         try:
-            assert channel.transport is not None
-            channel.transport.sendto(_LENGTH.pack(qid) + wire[2:])
+            transport = channel.transport
+            if transport is None or transport.is_closing():
+                return None
+            transport.sendto(_LENGTH.pack(qid) + wire[2:])
             result = await future
         finally:
             timer.cancel()
@@ -312,4 +328,4 @@ class UpstreamPool:
             for channel in upstream.channels:
                 if channel is not None:
                     channel.retired = True
-                    channel.done_with(-1)
+                    channel.done_with(None)

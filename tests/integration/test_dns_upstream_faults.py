@@ -344,3 +344,27 @@ def test_servfail_moves_on_to_the_next_upstream():
             second.close()
 
     run(main())
+
+
+def test_socket_rotation_under_concurrency_loses_no_query(monkeypatch):
+    # Sockets are replaced every few uses; queries that were handed a socket
+    # while it was still opening must not find it closed under them.
+    from totd_faith import upstream as upstream_module
+
+    monkeypatch.setattr(upstream_module, "SOCKET_USES", 2)
+
+    async def main() -> None:
+        upstream = await FakeUpstream(replies("192.0.2.13")).start()
+        config = make_config([upstream.endpoint], upstream_timeout=1.0)
+        service, endpoint = await start_service(config)
+        try:
+            responses = await asyncio.gather(
+                *(udp_query(endpoint, a_query(f"r{i}.example."), timeout=5) for i in range(300))
+            )
+            assert all(_address(r) == "192.0.2.13" for r in responses)
+            assert service.stats.upstream_failures == 0
+        finally:
+            await service.stop(0)
+            upstream.close()
+
+    run(main())
