@@ -320,7 +320,7 @@ def metrics_endpoint(config: Config) -> Endpoint | None:
 
 _HEAD_LIMIT = 8192  # bytes of request line plus headers
 _READ_TIMEOUT = 10.0  # seconds a client may take to send its request
-_MAX_CLIENTS = 32  # scrapers at once; more are closed at once
+_MAX_CLIENTS = 32  # connections at once; the oldest is closed to make room
 
 
 class MetricsService:
@@ -334,7 +334,8 @@ class MetricsService:
         self.endpoint = endpoint
         self.registry = make_registry(dns_stats, relay_stats)
         self._server: asyncio.AbstractServer | None = None
-        self._clients: set[asyncio.StreamWriter] = set()
+        # Connections being served, oldest first (a dict keeps insertion order).
+        self._clients: dict[asyncio.StreamWriter, None] = {}
 
     @property
     def port(self) -> int:
@@ -399,9 +400,12 @@ class MetricsService:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._clients) >= _MAX_CLIENTS:
-            writer.close()
-            return
-        self._clients.add(writer)
+            # Full of clients that have not sent their request yet: drop the oldest, so
+            # idle connections can never lock Prometheus out.
+            oldest = next(iter(self._clients))
+            del self._clients[oldest]
+            oldest.close()
+        self._clients[writer] = None
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _READ_TIMEOUT)
             writer.write(self.respond(head))
@@ -415,7 +419,7 @@ class MetricsService:
         ):
             pass  # the client went away or sent junk: nothing to answer
         finally:
-            self._clients.discard(writer)
+            self._clients.pop(writer, None)
             writer.close()
 
     def respond(self, head: bytes) -> bytes:
