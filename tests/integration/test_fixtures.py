@@ -14,7 +14,8 @@ import dns.query
 import dns.rcode
 import pytest
 
-from tests.conftest import free_port
+from tests import netns
+from tests.conftest import free_port, require_root
 from tests.netns import (
     Namespace,
     NamespaceCommandError,
@@ -24,6 +25,7 @@ from tests.netns import (
     wait_udp_dns,
 )
 from tests.support.nsd import nsd_config, start_nsd
+from tests.support.process import live_group_members
 from tests.support.unbound import dns64_options
 from totd_faith.endpoints import Endpoint
 from totd_faith.prefix import Nat64Prefix
@@ -81,21 +83,7 @@ def test_nsd_stops_with_all_its_processes(tmp_path: Path) -> None:
     pgid = server.daemon.pid
     server.stop()
     assert not server.daemon.alive()
-    assert live_processes_in_group(pgid) == []
-
-
-def live_processes_in_group(pgid: int) -> list[int]:
-    """PIDs in process group ``pgid`` that are not zombies (PID 1 here may never reap them)."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        state, group = fields[0], int(fields[2])
-        if group == pgid and state != "Z":
-            pids.append(int(stat.parent.name))
-    return pids
+    assert live_group_members(pgid) == []
 
 
 def test_nsd_with_a_broken_zone_fails_fast_with_its_log(tmp_path: Path) -> None:
@@ -201,3 +189,13 @@ def test_topology_cleans_up_after_a_failure() -> None:
     assert names[0] not in listing
     with pytest.raises(ProcessLookupError):
         os.kill(pids[0], 0)
+
+
+def test_not_root_skips_with_a_clear_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(netns, "_netns_probed", False)
+    monkeypatch.setattr(netns, "_netns_problem", None)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(pytest.skip.Exception, match="needs root to create network namespaces"):
+        skip_unless_netns()
+    with pytest.raises(pytest.skip.Exception, match="needs root"):
+        require_root()

@@ -5,9 +5,27 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """PIDs in process group ``pgid`` that are not zombies.
+
+    ``os.killpg(pgid, 0)`` is no use here: it also succeeds for zombies, and in some
+    containers PID 1 never reaps the orphans it inherits.
+    """
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
 
 
 class Daemon:
@@ -79,6 +97,11 @@ class Daemon:
                 self.proc.wait(timeout)
         # Workers may outlive a leader that exited on its own.
         self._signal_group(signal.SIGKILL)
+        # SIGKILL is delivered asynchronously: wait (bounded) until the workers are gone, so
+        # the next test never meets a port still held by a dying worker.
+        deadline = time.monotonic() + timeout
+        while live_group_members(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _signal_group(self, sig: signal.Signals) -> None:
         try:
