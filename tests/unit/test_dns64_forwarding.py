@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
+import dns.edns
 import dns.flags
 import dns.message
 import dns.opcode
@@ -194,3 +195,40 @@ def test_truncated_upstream_reply_stays_truncated() -> None:
     assert r.response.flags & dns.flags.TC
     r = run(dns64(), query("small.example.", "TXT"), {("small.example.", "TXT"): upstream()})
     assert not r.response.flags & dns.flags.TC
+
+
+def ede_codes(message: dns.message.Message) -> list[int]:
+    return [int(o.code) for o in message.options if isinstance(o, dns.edns.EDEOption)]
+
+
+def test_rfc8914_extended_errors() -> None:
+    refused = first_yield_or_response(
+        dns64(), query("www.example.", "A"), ipaddress.ip_address("2001:db8::99")
+    )
+    assert ede_codes(refused) == [18]  # Prohibited
+    r = run(dns64(), query("www.example.", "A"), {("www.example.", "A"): no_reply()})
+    assert ede_codes(r.response) == [22]  # No Reachable Authority
+    r = run(dns64(), query("www.example.", "A", edns=False), {("www.example.", "A"): no_reply()})
+    assert r.response.edns < 0  # nothing to carry an EDE in
+
+
+def test_rfc8914_upstream_extended_errors_relayed() -> None:
+    def bogus(sent: dns.message.Message) -> dns.message.Message:
+        reply = upstream("SERVFAIL")(sent)
+        assert reply is not None
+        reply.use_edns(
+            0,
+            0,
+            1232,
+            options=[
+                dns.edns.EDEOption(dns.edns.EDECode.DNSSEC_BOGUS),
+                dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"12345678"),
+            ],
+        )
+        return reply
+
+    r = run(dns64(), query("bad.example.", "A", do=True), {("bad.example.", "A"): bogus})
+    assert r.rcode == dns.rcode.SERVFAIL
+    assert ede_codes(r.response) == [6]  # DNSSEC Bogus passed on
+    assert all(o.otype == dns.edns.OptionType.EDE for o in r.response.options)  # no cookie
+    assert r.response.ednsflags & dns.flags.DO

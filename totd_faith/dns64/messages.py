@@ -117,6 +117,25 @@ def set_rcode(response: dns.message.Message, rcode: int) -> None:
     response.set_rcode(dns.rcode.Rcode.make(rcode))
 
 
+def add_ede(response: dns.message.Message, code: dns.edns.EDECode, text: str = "") -> None:
+    """Attach an RFC 8914 Extended DNS Error (clients without EDNS get none)."""
+    if response.edns < 0:
+        return
+    _set_options(response, [*response.options, dns.edns.EDEOption(code, text)])
+
+
+def _set_options(response: dns.message.Message, options: list[dns.edns.Option]) -> None:
+    # A fresh OPT (the slow path, only for the few responses that carry options);
+    # the flags keep DO and the extended RCODE bits.
+    response.use_edns(
+        0,
+        response.ednsflags,
+        SERVER_PAYLOAD,
+        request_payload=response.request_payload,
+        options=options,
+    )
+
+
 def relay(
     query: dns.message.Message,
     reply: dns.message.Message,
@@ -141,11 +160,20 @@ def relay(
     response.answer = list(reply.answer) if answer is None else list(answer)
     response.authority = list(reply.authority)
     response.additional = list(reply.additional)
+    if response.edns >= 0 and reply.options:
+        # RFC 8914: the upstream's Extended DNS Errors (why it failed, DNSSEC
+        # bogus, ...) reach the client; other options are hop-by-hop.
+        edes = [o for o in reply.options if o.otype == dns.edns.OptionType.EDE]
+        if edes:
+            _set_options(response, edes)
     return response
 
 
 def servfail(query: dns.message.Message) -> dns.message.Message:
-    return new_response(query, dns.rcode.SERVFAIL)
+    """SERVFAIL because no upstream answered (RFC 8914 EDE 22, No Reachable Authority)."""
+    response = new_response(query, dns.rcode.SERVFAIL)
+    add_ede(response, dns.edns.EDECode.NO_REACHABLE_AUTHORITY, "no upstream answered")
+    return response
 
 
 def local_response(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Generator, Sequence
 
+import dns.edns
 import dns.message
 import dns.name
 import dns.opcode
@@ -26,6 +27,7 @@ import dns.rrset
 from totd_faith.config import Config
 from totd_faith.dns64.localzones import LocalZones
 from totd_faith.dns64.messages import (
+    add_ede,
     checking_disabled,
     local_response,
     new_response,
@@ -112,7 +114,9 @@ class Dns64:
     def resolve(self, query: dns.message.Message, client: IPAddress) -> Resolution:
         """Answer ``query`` from ``client``; see the module docstring for the protocol."""
         if not self.allowed(client):
-            return new_response(query, dns.rcode.REFUSED)
+            refused = new_response(query, dns.rcode.REFUSED)
+            add_ede(refused, dns.edns.EDECode.PROHIBITED)  # RFC 8914 section 4.19
+            return refused
         if query.opcode() != dns.opcode.QUERY:
             return new_response(query, dns.rcode.NOTIMP)
         if len(query.question) != 1:
