@@ -75,6 +75,24 @@ def iperf(
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of ``pid`` and its live child processes (socat forks)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        # fields[1] is the parent pid, fields[11:15] utime, stime and the same for
+        # children already reaped (proc(5)).
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += sum(int(f) for f in fields[11:15]) / tick
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0)
@@ -124,19 +142,29 @@ def main() -> None:
             "totd-faith": ("::1", relay_port),
             "socat": ("::1", socat_port),
         }
+        # Relay processes whose CPU time per relayed datagram is reported.
+        relay_pids = {"totd-faith": [procs[1].pid], "socat": [procs[2].pid, procs[3].pid]}
         print(
             f"# {platform.node()} {platform.machine()} {os.cpu_count()} CPUs, "
             f"python {platform.python_version()}, {args.length}-byte datagrams, "
             f"{args.duration:g} s per run, iperf3 -u -b {args.bitrate}"
         )
-        print(f"{'path':<12} {'direction':<18} {'Mbit/s':>9} {'datagrams/s':>12} {'loss %':>7}")
+        print(
+            f"{'path':<12} {'direction':<18} {'Mbit/s':>9} {'datagrams/s':>12} {'loss %':>7} "
+            f"{'relay CPU us/datagram':>22}"
+        )
         for reverse in (False, True):
             direction = "server to client" if reverse else "client to server"
             for name, (host, port) in paths.items():
+                pids = relay_pids.get(name, [])
+                before = sum(cpu_seconds(pid) for pid in pids)
                 r = iperf(host, port, args.duration, args.length, reverse, args.bitrate)
+                used = sum(cpu_seconds(pid) for pid in pids) - before
+                # Datagrams the relay handled: what reached the receiver is a lower bound.
+                per = f"{used / (r['pps'] * args.duration) * 1e6:.1f}" if pids else "-"
                 print(
                     f"{name:<12} {direction:<18} {r['mbit']:>9.0f} {r['pps']:>12.0f} "
-                    f"{r['loss']:>7.1f}"
+                    f"{r['loss']:>7.1f} {per:>22}"
                 )
                 sys.stdout.flush()
     finally:

@@ -257,28 +257,38 @@ class UdpSessions:
 
     def _backend_readable(self, session: Session[Flow]) -> None:
         flow = session.handle
+        recv = flow.backend.recv
+        reply = flow.reply
+        count = size = 0
+        reason = None
         for _ in range(BATCH):
             try:
-                data = flow.backend.recv(MAX_DATAGRAM)
+                data = recv(MAX_DATAGRAM)
             except BlockingIOError:
-                return
+                break
             except ConnectionRefusedError:
-                self.end(session, "backend refused (port unreachable)")
-                return
+                reason = "backend refused (port unreachable)"
+                break
             except OSError as exc:
-                self.end(session, f"backend error: {exc.strerror or exc}")
-                return
+                reason = f"backend error: {exc.strerror or exc}"
+                break
             try:
-                flow.reply(data)
+                reply(data)
             except BlockingIOError:
                 self.stats.errors["udp client send buffer full"] += 1
                 continue
             except OSError as exc:
-                self.end(session, f"client unreachable: {exc.strerror or exc}")
-                return
-            self.table.from_backend(session, len(data), self.loop.time())
-            self.stats.udp_datagrams_backend_to_client += 1
-            self.stats.udp_bytes_backend_to_client += len(data)
+                reason = f"client unreachable: {exc.strerror or exc}"
+                break
+            count += 1
+            size += len(data)
+        if count:
+            # Counted once per batch: the clock and the LRU order need no finer grain.
+            self.table.from_backend(session, size, self.loop.time(), count)
+            self.stats.udp_datagrams_backend_to_client += count
+            self.stats.udp_bytes_backend_to_client += size
+        if reason is not None:
+            self.end(session, reason)
 
     # -- ending ---------------------------------------------------------------------
 
@@ -516,9 +526,12 @@ class UdpRelay:
             return Endpoint(v4, listener.bind.port), prefix
 
         def reply_path() -> ReplyPath:
+            sock = listener.sock
+            if not listener.bind.host.is_unspecified:
+                # Bound to one address: replies leave from it anyway.
+                return lambda payload: sock.sendto(payload, sockaddr), None
             # Replies leave from the address the client dialled (IPV6_PKTINFO).
             source = sockopts.source_cmsg(dialled, family)
-            sock = listener.sock
 
             def reply(payload: bytes) -> None:
                 sock.sendmsg([payload], source, 0, sockaddr)

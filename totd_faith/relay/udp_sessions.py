@@ -100,9 +100,9 @@ class SessionTable(Generic[H]):
         session.bytes_out += size
         self._touch(session, now)
 
-    def from_backend(self, session: Session[H], size: int, now: float) -> None:
-        """Count a reply from the backend; it keeps the session alive too."""
-        session.datagrams_in += 1
+    def from_backend(self, session: Session[H], size: int, now: float, datagrams: int = 1) -> None:
+        """Count replies from the backend (``size`` bytes in all); they keep it alive too."""
+        session.datagrams_in += datagrams
         session.bytes_in += size
         self._touch(session, now)
 
