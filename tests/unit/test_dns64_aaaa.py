@@ -562,3 +562,22 @@ def test_question_case_and_id_echoed_in_synthesized_answer() -> None:
     assert r.response.question[0].name.to_text() == "WwW.ExAmPlE."
     assert r.response.id == 0xBEEF
     assert r.response.flags & dns.flags.RA and not r.response.flags & dns.flags.AA
+
+
+def test_untranslatable_ipv4_never_synthesized() -> None:
+    # RFC 1122 section 3.2.1.3: loopback and "this network"; multicast and reserved.
+    r = run(
+        dns64(),
+        query("odd.example."),
+        {
+            ("odd.example.", "AAAA"): NODATA,
+            ("odd.example.", "A"): upstream(
+                answer="odd.example. 300 IN A 127.0.0.1\n"
+                "odd.example. 300 IN A 0.1.2.3\n"
+                "odd.example. 300 IN A 224.0.0.1\n"
+                "odd.example. 300 IN A 255.255.255.255\n"
+                "odd.example. 300 IN A 192.0.2.1"
+            ),
+        },
+    )
+    assert r.addresses() == ["2001:db8:64::c000:201"]

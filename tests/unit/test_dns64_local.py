@@ -281,3 +281,14 @@ def test_rfc8880_7_1_ipv4only_arpa_answered_even_with_do_and_cd() -> None:
     r = run(dns64(), query("ipv4only.arpa.", do=True, cd=True))
     assert r.asked == []
     assert r.addresses() == ["2001:db8:64::c000:aa", "2001:db8:64::c000:ab"]
+
+
+def test_hosts_loopback_entry_gets_a_but_no_aaaa() -> None:
+    # /etc/hosts-style files carry "127.0.0.1 localhost": no translator reaches it.
+    resolver = dns64(hosts=(host("127.0.0.1", "localhost."),))
+    assert run(resolver, query("localhost.", "A")).rrsets() == ["localhost. 3600 A 127.0.0.1"]
+    r = run(resolver, query("localhost."))
+    assert r.asked == [] and r.rrsets() == []
+    name = rev("2001:db8:64::7f00:1")
+    r = run(resolver, query(name, "PTR"), {(name, "PTR"): upstream("NXDOMAIN")})
+    assert r.questions == [(name, "PTR")]  # not one of our addresses: forwarded

@@ -20,8 +20,10 @@ from hypothesis import strategies as st
 
 from tests.unit.dns64_support import LOCAL_CLIENT, dns64, host, query, run, upstream
 from totd_faith.dns64 import Dns64
+from totd_faith.dns64.synthesis import translatable
 from totd_faith.prefix import ALLOWED_LENGTHS, Nat64Prefix
 from totd_faith.special_purpose import is_global
+from totd_faith.zones import unreachable_reason
 
 ipv4s = st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address)
 
@@ -63,7 +65,7 @@ def test_every_synthesized_aaaa_extracts_to_a_mapped_a_address(
         1
         for p in chosen
         for a in addresses
-        if a in mapped and (not p.is_well_known or is_global(a))
+        if a in mapped and translatable(int(a)) and (not p.is_well_known or is_global(a))
     )
     assert len(synthesized) == expected_count
     for v6 in synthesized:
@@ -230,3 +232,10 @@ def test_rfc6147_5_1_7_synthetic_ttl_rule(a_ttl: int, soa: tuple[int, int] | Non
     )
     cap = 600 if soa is None else min(soa)
     assert [rrset.ttl for rrset in r.response.answer] == [min(a_ttl, cap)]
+
+
+@settings(max_examples=500, deadline=None)
+@given(v4=ipv4s)
+def test_translatable_matches_zone_export(v4: ipaddress.IPv4Address) -> None:
+    # The DNS proxy and `zone export` read the same hosts files: same verdicts.
+    assert translatable(int(v4)) == (unreachable_reason(v4) is None)

@@ -18,6 +18,8 @@ Decisions where the RFCs leave room (each is cited again at its code):
   response (section 5.4).
 - TTL: min(A TTL, SOA TTL, SOA MINIMUM) of the negative AAAA answer (section
   5.1.7 with RFC 2308 section 5), 600 s cap without an SOA.
+- IPv4 addresses no translator can reach (0/8, 127/8, 224/4, 240/4) are never
+  synthesized, whatever dns64.mapped says: the same rule as ``zone export``.
 - Exclusion (section 5.1.4): excluded AAAA records are removed (with the RRSIG
   over the trimmed RRset, and AD); only-excluded counts as empty.
 - DNSSEC (section 5.5): we do not validate.  DO+CD: no synthesis (AAAA, PTR

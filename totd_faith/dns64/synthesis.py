@@ -39,6 +39,21 @@ MAX_CHAIN = 16
 Section = list[dns.rrset.RRset]
 
 
+def translatable(v4: int) -> bool:
+    """Whether any translator could ever reach ``v4``; the others are never synthesized,
+    whatever dns64.mapped says (the same set ``zone export`` refuses, see
+    :func:`totd_faith.zones.unreachable_reason`).
+
+    RFC 1122 section 3.2.1.3: 0.0.0.0/8 ("this network") and 127.0.0.0/8
+    (loopback) must not appear outside a host, so an AAAA for them would send
+    IPv6 clients into the translator's (or the relay host's) own loopback;
+    224.0.0.0/4 is multicast (RFC 5771) and 240.0.0.0/4 reserved (RFC 1112
+    section 4) with the limited broadcast address.
+    """
+    first = v4 >> 24
+    return first != 0 and first != 127 and first < 224
+
+
 def _int_networks(
     networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network],
 ) -> tuple[tuple[int, int], ...]:
@@ -139,7 +154,9 @@ class Synthesizer:
     def embed_all(self, addresses: Sequence[int], *, check_mapped: bool = True) -> list[int]:
         """Every allowed IPv6 representation of ``addresses``, prefix by prefix in
         configured order (the first prefix is the preferred one)."""
-        allowed = [v4 for v4 in addresses if not check_mapped or self.is_mapped(v4)]
+        allowed = [
+            v4 for v4 in addresses if translatable(v4) and (not check_mapped or self.is_mapped(v4))
+        ]
         out: list[int] = []
         for prefix in self.prefixes:
             for v4 in allowed:
@@ -153,7 +170,7 @@ class Synthesizer:
 
     def embeddable(self, v4: int, prefix: Nat64Prefix) -> bool:
         """Whether ``v4`` may appear inside ``prefix`` (mapped set and RFC 6052 3.1)."""
-        if not self.is_mapped(v4):
+        if not translatable(v4) or not self.is_mapped(v4):
             return False
         return not prefix.is_well_known or prefix.may_embed(ipaddress.IPv4Address(v4))
 
