@@ -149,7 +149,7 @@ def _build(topo: Topology, tmp: Path, splice: str) -> Net:
     return Net(client, relay, server, relay_log, tmp)
 
 
-@pytest.fixture(scope="module", params=["on", "off"], ids=["splice", "copy"])
+@pytest.fixture(scope="module", params=["on", "auto", "off"], ids=["splice", "auto", "copy"])
 def net(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     skip_unless_netns()
     tmp = tmp_path_factory.mktemp(f"relay-e2e-{request.param}")

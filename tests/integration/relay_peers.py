@@ -134,6 +134,9 @@ def probe(host: str, port: int, source: str | None) -> str:
             sock.connect((host, port))
         except ConnectionRefusedError:
             return "refused"
+        except ConnectionResetError:
+            # The relay may reset before connect() has even returned.
+            return "reset"
         try:
             sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
             data = sock.recv(65536)

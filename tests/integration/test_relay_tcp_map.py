@@ -24,7 +24,8 @@ import pytest
 from tests.conftest import free_port
 from tests.integration.relay_process import Started, peer_argv, relay_argv, start, wait_for_line
 
-ENGINES = ["on", "off"]  # relay.splice: the zero-copy engine and the transport engine
+# relay.splice: splice from the first byte, copy-then-splice, uvloop transports.
+ENGINES = ["on", "auto", "off"]
 
 RelayFactory = Callable[..., tuple[Started, int]]
 
@@ -120,8 +121,8 @@ def test_bulk_both_ways_with_half_close(
     # Up: the client's bytes; down: hash + length + payload + hash.
     line = _wait_log(started, f"{size} bytes up, {size + 72} bytes down")
     assert "closed" in line
-    engine_name = "splice" if engine == "on" else "copy"
-    assert f"{engine_name} engine" in started.text()
+    engine_name = {"on": "splice engine", "auto": "splice after", "off": "(transports)"}[engine]
+    assert engine_name in started.text()
 
 
 def test_socat_client_and_echo_backend(

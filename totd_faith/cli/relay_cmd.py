@@ -64,10 +64,15 @@ def _describe(config: Config) -> str:
     parts.append(f"clients {relay.clients}")
     if relay.rules:
         parts.append(f"{len(relay.rules)} rules")
-    engine = "splice" if splice.wanted(relay.splice) else "copy"
+    if not splice.wanted(relay.splice):
+        engine = "copy engine (transports)"
+    elif splice.splice_after(relay.splice):
+        engine = f"copy engine, splice after {splice.splice_after(relay.splice) // 1024} KiB"
+    else:
+        engine = "splice engine"
     parts.append(
         f"limits {relay.max_connections} connections, {relay.max_connections_per_client} "
-        f"per client, idle {relay.idle_timeout:g} s; {engine} engine"
+        f"per client, idle {relay.idle_timeout:g} s; {engine}"
     )
     return "; ".join(parts)
 

@@ -33,28 +33,48 @@ def available() -> bool:
     return hasattr(os, "splice")
 
 
-def wanted(mode: str) -> bool:
-    """Whether ``relay.splice`` = auto|on|off selects this engine.
+#: In ``auto`` mode a direction switches from copying to splicing after this
+#: many bytes: two pipes per connection cost more than copying a short
+#: exchange (tests/bench/bench_relay.py: connections per second), while
+#: splicing wins for bulk transfers (iperf3 throughput).
+SPLICE_AFTER = 128 * 1024
 
-    ``auto`` picks splice where the kernel has it: tests/bench/bench_relay.py
-    shows it wins for bulk throughput and costs little per connection.
-    """
+
+def wanted(mode: str) -> bool:
+    """Whether ``relay.splice`` = auto|on|off selects this engine (else: transports)."""
     if mode == "off":
         return False
     return available()
 
 
+def splice_after(mode: str) -> int:
+    """Bytes copied per direction before splicing: 0 for ``on``, SPLICE_AFTER for ``auto``."""
+    return 0 if mode == "on" else SPLICE_AFTER
+
+
 class _Direction:
+    """One direction of a connection: source socket -> destination socket.
+
+    It starts in *copy* mode (``recv_into`` a buffer shared by every
+    connection, then ``send``) unless splicing was asked for from the start,
+    and switches to *splice* mode once it has carried ``splice_after`` bytes:
+    short exchanges (HTTP requests, handshakes) then never pay for two pipes,
+    and bulk transfers still go zero-copy.
+    """
+
     __slots__ = (
         "pipe",
         "src",
         "dst",
+        "src_sock",
         "dst_sock",
         "upstream",
         "read_fd",
         "write_fd",
         "capacity",
         "pending",
+        "backlog",
+        "moved",
         "eof",
         "done",
         "waiting_write",
@@ -67,20 +87,32 @@ class _Direction:
         self.pipe = pipe
         self.src = src.fileno()
         self.dst = dst.fileno()
+        self.src_sock = src
         self.dst_sock = dst
         self.upstream = upstream
-        self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.capacity = _DEFAULT_PIPE
-        if pipe.buffer_size != _DEFAULT_PIPE:
-            try:
-                self.capacity = fcntl.fcntl(self.write_fd, _F_SETPIPE_SZ, pipe.buffer_size)
-            except OSError:
-                pass  # above /proc/sys/fs/pipe-max-size: keep the default
+        self.read_fd = -1
+        self.write_fd = -1
+        self.capacity = 0
+        #: Bytes in the pipe (splice mode) not yet written to the destination.
         self.pending = 0
+        #: Bytes read (copy mode) that the destination has not taken yet.
+        self.backlog = b""
+        self.moved = 0
         self.eof = False
         self.done = False
         self.waiting_write = False
         self.reading = False
+        if pipe.splice_after == 0:
+            self.open_pipe()
+
+    def open_pipe(self) -> None:
+        self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.capacity = _DEFAULT_PIPE
+        if self.pipe.buffer_size != _DEFAULT_PIPE:
+            try:
+                self.capacity = fcntl.fcntl(self.write_fd, _F_SETPIPE_SZ, self.pipe.buffer_size)
+            except OSError:
+                pass  # above /proc/sys/fs/pipe-max-size: keep the default
 
     def start(self) -> None:
         self.reading = True
@@ -91,48 +123,107 @@ class _Direction:
             self.reading = False
             self.pipe.loop.remove_reader(self.src)
 
-    def on_readable(self) -> None:
+    def _count(self, n: int) -> None:
+        self.moved += n
         pipe = self.pipe
-        if pipe.closed:
+        if self.upstream:
+            pipe.conn.up += n
+            pipe.stats.bytes_client_to_backend += n
+        else:
+            pipe.conn.down += n
+            pipe.stats.bytes_backend_to_client += n
+
+    def _at_eof(self) -> None:
+        self.eof = True
+        self.stop_reading()
+        if self.pending == 0 and not self.backlog:
+            self.finish()
+
+    def on_readable(self) -> None:
+        if self.pipe.closed:
             return
-        # A few rounds per wake-up: fewer loop iterations for bulk transfers,
-        # bounded so one connection cannot starve the others.
+        if self.write_fd < 0:
+            self._copy()
+        else:
+            self._splice()
+
+    def _copy(self) -> None:
+        pipe = self.pipe
+        scratch = pipe.scratch
+        try:
+            n = self.src_sock.recv_into(scratch)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            pipe.failed(self, exc, reading=True)
+            return
+        if n == 0:
+            self._at_eof()
+            return
+        self._count(n)
+        try:
+            sent = self.dst_sock.send(scratch[:n])
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            pipe.failed(self, exc, reading=False)
+            return
+        if sent < n:
+            # The destination is full: keep the rest, stop reading (backpressure).
+            self.backlog = bytes(scratch[sent:n])
+            self._wait_writable()
+        elif self.moved >= pipe.splice_after:
+            # Bulk transfer: from now on the kernel moves the bytes.
+            self.open_pipe()
+
+    def _splice(self) -> None:
+        pipe = self.pipe
+        # A few rounds per wake-up for bulk transfers, bounded so that one
+        # connection cannot starve the others.
         for _ in range(4):
+            want = self.capacity - self.pending
             try:
-                n = os.splice(self.src, self.write_fd, self.capacity - self.pending, flags=_FLAGS)
+                n = os.splice(self.src, self.write_fd, want, flags=_FLAGS)
             except OSError as exc:
                 if exc.errno in _AGAIN:
                     return
                 pipe.failed(self, exc, reading=True)
                 return
             if n == 0:
-                self.eof = True
-                self.stop_reading()
-                if self.pending == 0:
-                    self.finish()
+                self._at_eof()
                 return
             self.pending += n
-            conn = pipe.conn
-            if self.upstream:
-                conn.up += n
-                pipe.stats.bytes_client_to_backend += n
-            else:
-                conn.down += n
-                pipe.stats.bytes_backend_to_client += n
-            if not self.flush():
+            self._count(n)
+            if not self.flush() or n < want:
+                # Blocked, or the socket is drained (a retry would only raise EAGAIN).
                 return
 
+    def _wait_writable(self) -> None:
+        if not self.waiting_write:
+            self.waiting_write = True
+            self.stop_reading()
+            self.pipe.loop.add_writer(self.dst, self.on_writable)
+
     def flush(self) -> bool:
-        """Move the pipe's bytes to the destination; False when it would block."""
+        """Move buffered bytes to the destination; False when it would block."""
+        if self.backlog:
+            try:
+                sent = self.dst_sock.send(self.backlog)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self.pipe.failed(self, exc, reading=False)
+                return False
+            self.backlog = self.backlog[sent:]
+            if self.backlog:
+                self._wait_writable()
+                return False
         while self.pending:
             try:
                 n = os.splice(self.read_fd, self.dst, self.pending, flags=_FLAGS)
             except OSError as exc:
                 if exc.errno in _AGAIN:
-                    if not self.waiting_write:
-                        self.waiting_write = True
-                        self.stop_reading()
-                        self.pipe.loop.add_writer(self.dst, self.on_writable)
+                    self._wait_writable()
                     return False
                 self.pipe.failed(self, exc, reading=False)
                 return False
@@ -146,11 +237,13 @@ class _Direction:
         self.pipe.loop.remove_writer(self.dst)
         if self.eof:
             self.finish()
-        elif not self.pipe.closed:
-            self.start()
+            return
+        if self.write_fd < 0 and self.moved >= self.pipe.splice_after:
+            self.open_pipe()
+        self.start()
 
     def finish(self) -> None:
-        """Source EOF and pipe empty: half-close the destination."""
+        """Source EOF and nothing left to write: half-close the destination."""
         if self.done:
             return
         self.done = True
@@ -168,8 +261,10 @@ class _Direction:
         if self.waiting_write:
             self.waiting_write = False
             loop.remove_writer(self.dst)
-        os.close(self.read_fd)
-        os.close(self.write_fd)
+        if self.write_fd >= 0:
+            os.close(self.read_fd)
+            os.close(self.write_fd)
+            self.read_fd = self.write_fd = -1
 
 
 class SplicePipe(Engine):
@@ -195,11 +290,19 @@ class SplicePipe(Engine):
         client: socket.socket,
         backend: socket.socket,
         buffer_size: int,
+        *,
+        splice_after: int,
+        scratch: memoryview,
     ) -> None:
         self.loop = loop
         self.conn = conn
         self.stats = stats
         self.buffer_size = buffer_size
+        #: Bytes a direction carries by copying before it switches to splice (0: at once).
+        self.splice_after = splice_after
+        #: The read buffer of copy mode, shared by every connection of the relay
+        #: (one event loop thread: it is always empty between callbacks).
+        self.scratch = scratch
         self.client = client
         self.backend = backend
         self.closed = False
