@@ -161,9 +161,10 @@ def run(
 
 def run_workers(
     workers: int,
-    build: Callable[[Config], Sequence[Service]],
+    build: Callable[[Config, int], Sequence[Service]],
     config: Config,
     reload_config: Callable[[], Config] | None = None,
+    ready: Callable[[], None] | None = None,
 ) -> int:
     """Run ``workers`` processes, each with its own services on shared ports.
 
@@ -176,7 +177,7 @@ def run_workers(
     such as systemd can restart it cleanly.
     """
     if workers <= 1:
-        run(build(config), config, reload_config)
+        run(build(config, 0), config, reload_config, ready)
         return 0
     import os
 
@@ -189,12 +190,14 @@ def run_workers(
             status = 0
 
             def tell_ready() -> None:
+                if ready is not None:
+                    ready()
                 os.write(ready_w, b"r")
 
             try:
                 os.environ.pop("NOTIFY_SOCKET", None)  # only the supervisor talks to systemd
                 log.info("worker %d (pid %d) starting", index, os.getpid())
-                run(build(config), config, reload_config, ready=tell_ready)
+                run(build(config, index), config, reload_config, ready=tell_ready)
             except TotdFaithError as exc:
                 log.error("worker %d: %s", index, exc)
                 status = 1

@@ -1,13 +1,208 @@
-"""``totd-faith serve``: placeholder until its issue lands (owned by its helper)."""
+"""``totd-faith serve``: the DNS64 proxy and the relay as one service.
+
+One configuration drives both halves, so the prefixes DNS synthesizes into
+are exactly the prefixes the relay decodes.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+from typing import Any
+
 import click
 
-from totd_faith.cli.common import UserError
+from totd_faith.cli.common import (
+    Command,
+    config_option,
+    load_config,
+    override_flags,
+    overrides_from,
+)
+from totd_faith.cli.relay_cmd import _describe, has_anyip_route
+from totd_faith.config import Config
+from totd_faith.dnsserver import DnsService
+from totd_faith.endpoints import Endpoint
+from totd_faith.errors import OperatorError
+from totd_faith.metrics import MetricsService, metrics_endpoint
+from totd_faith.relay.privileges import drop_privileges
+from totd_faith.relay.service import RelayService
+from totd_faith.runtime import Service, run_workers, setup_logging
+
+log = logging.getLogger("totd_faith.serve")
+
+_EPILOG = """\b
+Examples:
+    # everything on the embedded defaults: DNS64 on 127.0.0.1:5353 and
+    # [::1]:5353 into 64:ff9b::/96, relay for ports 80 and 443
+    totd-faith serve
+\b
+    # the classic site: a Network-Specific Prefix, DNS on the LAN address,
+    # relays for a web server and an echo service
+    totd-faith serve --prefix 2001:db8:64::/96 --listen '[fd64:1::1]:53' \\
+        --upstream 192.0.2.2:53 --relay-port 80 --relay-port 7
+
+\b
+The relay needs the prefix delivered to this host: `ip -6 route add local
+PREFIX dev lo` (or --manage-routes, or `totd-faith setup --apply`).  Without
+it serve says so and keeps serving DNS.  SIGHUP reloads the configuration
+(ACLs, hosts, upstreams, prefixes, ports) without dropping relayed
+connections; SIGTERM/SIGINT drain for service.drain_timeout and exit 0.
+"""
 
 
-@click.command()
-def serve() -> None:
-    """Not available yet."""
-    raise UserError("'totd-faith serve' is not implemented yet")
+class OptionalRelay:
+    """The relay, degraded to a logged error when it cannot start.
+
+    ``serve`` must keep answering DNS when the relay half cannot run (no
+    privilege for port 80, a port in use): the error says what to do, and
+    SIGHUP with a fixed configuration tries again.
+    """
+
+    name = "relay"
+
+    def __init__(self, relay: RelayService) -> None:
+        self.relay = relay
+        self.running = False
+
+    async def start(self) -> None:
+        try:
+            await self.relay.start()
+        except OperatorError as exc:
+            log.error("relay not started, DNS64 keeps serving: %s", exc)
+            return
+        self.running = True
+
+    async def reload(self, config: Config) -> None:
+        if self.running:
+            await self.relay.reload(config)
+            return
+        self.relay = RelayService(config, self.relay.stats)
+        await self.start()
+
+    async def stop(self, drain_timeout: float) -> None:
+        if self.running:
+            await self.relay.stop(drain_timeout)
+
+
+def build_services(config: Config, worker: int = 0) -> list[Service]:
+    """DNS64 proxy, relay (when it has something to relay) and metrics for one worker."""
+    dns = DnsService(config)
+    services: list[Service] = [dns]
+    relay_stats = None
+    relay = config.relay
+    if relay.ports or relay.maps or relay.all_ports:
+        relay_service = RelayService(config)
+        relay_stats = relay_service.stats
+        services.append(OptionalRelay(relay_service))
+    else:
+        log.info("relay: nothing to relay (relay.ports, relay.maps and relay.all_ports are empty)")
+    endpoint = metrics_endpoint(config)
+    if endpoint is not None:
+        # Each worker serves its own counters on the next port up (documented).
+        endpoint = Endpoint(endpoint.host, endpoint.port + worker)
+        services.append(MetricsService(endpoint, dns.stats, relay_stats))
+    return services
+
+
+def route_advice(config: Config) -> list[str]:
+    """One line per prefix that the relay cannot receive, with the command that fixes it."""
+    relay = config.relay
+    if not relay.ports or relay.all_ports or relay.manage_routes:
+        return []
+    lines = []
+    for prefix in config.prefixes:
+        if has_anyip_route(prefix) is False:
+            lines.append(
+                f"no route delivers {prefix} to this host, so the relay cannot receive "
+                f"connections for it; add it with `ip -6 route add local {prefix} dev lo` "
+                f"(or run serve with --manage-routes, or `totd-faith setup --prefix {prefix} "
+                "--apply`). DNS64 keeps serving."
+            )
+    return lines
+
+
+def _announce(config: Config, services: Sequence[Service]) -> None:
+    dns = config.dns
+    upstreams = ", ".join(map(str, dns.upstreams)) or "from /etc/resolv.conf"
+    log.info(
+        "serve: prefixes %s; DNS on %s, upstreams %s",
+        ", ".join(map(str, config.prefixes)),
+        ", ".join(map(str, dns.listen)),
+        upstreams,
+    )
+    if any(isinstance(s, OptionalRelay) and s.running for s in services):
+        log.info("serve: relay %s", _describe(config))
+    for line in route_advice(config):
+        log.warning("%s", line)
+
+
+@click.command(cls=Command, epilog=_EPILOG)
+@config_option
+@override_flags(dns=True, relay=True)
+@click.option(
+    "--manage-routes",
+    is_flag=True,
+    default=None,
+    help="Add the AnyIP route for each prefix at start and remove it at stop (root).",
+)
+@click.option(
+    "-w",
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Processes sharing the listening sockets (SO_REUSEPORT), e.g. one per core.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="text (journald-friendly, the default) or json (for log shippers).",
+)
+def serve(
+    config_path: str | None,
+    manage_routes: bool | None,
+    workers: int | None,
+    log_format: str | None,
+    **flags: Any,
+) -> None:
+    """Run the DNS64 proxy and the relay together in the foreground.
+
+    AAAA answers for IPv4-only names point into the translation prefixes, and
+    the relay carries IPv6 connections to those addresses on to the embedded
+    IPv4 address.  Flags override the configuration file.
+    """
+    overrides = overrides_from(flags)
+    if manage_routes is not None:
+        overrides["relay.manage_routes"] = manage_routes
+    if workers is not None:
+        overrides["service.workers"] = workers
+    if log_format is not None:
+        overrides["log.format"] = log_format
+    if flags.get("relay_ports"):
+        # --relay-port N relays TCP and UDP on port N (the default protocols).
+        overrides["relay.ports"] = list(flags["relay_ports"])
+
+    def reload_config() -> Config:
+        return load_config(config_path, overrides)
+
+    config = reload_config()
+    setup_logging(config.log)
+    built: list[Service] = []
+
+    def build(cfg: Config, worker: int) -> list[Service]:
+        built[:] = build_services(cfg, worker)
+        return built
+
+    def ready() -> None:
+        _announce(config, built)
+        if config.service.user:
+            keep = config.relay.manage_routes or config.relay.all_ports
+            log.info("%s", drop_privileges(config.service.user, keep_net_admin=keep))
+
+    status = run_workers(config.service.workers, build, config, reload_config, ready)
+    if status:
+        raise click.exceptions.Exit(status)
+
+
+__all__ = ["serve", "build_services", "route_advice", "OptionalRelay"]
