@@ -207,3 +207,19 @@ def test_router_route_from_printed_command_reaches_the_prefix(topology: Topology
     assert _ping(router, "2001:db8:64::c633:6402")  # AnyIP: the host answers for the prefix
     assert setup_cmd(host, "--prefix", PREFIX, "--undo").returncode == 0
     assert not _ping(router, "2001:db8:64::c633:6402")
+
+
+def test_a_failing_step_undoes_the_earlier_ones(topology: Topology) -> None:
+    """The second prefix cannot get its route (a different route is in the way): the first
+    prefix's route, applied a moment before, is removed again and the error is one line."""
+    ns = topology.namespace("host")
+    ns.run("ip", "-6", "route", "add", "unreachable", PREFIX2, "table", "local")
+    out = setup_cmd(ns, "--prefix", PREFIX, "--prefix", PREFIX2, "--apply")
+    assert out.returncode == 1, out
+    assert out.stdout == ""
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"Error: could not deliver every address of {PREFIX2} locally")
+    assert "File exists" in lines[0] and "undone" in lines[0]
+    assert state(ns) == NOTHING
+    assert f"unreachable {PREFIX2}" in ns.run("ip", "-6", "route", "show", "table", "local").stdout

@@ -186,3 +186,20 @@ def test_apply_without_privilege_is_refused_before_any_command(
             f"Error: setup {action} needs root or CAP_NET_ADMIN (it changes routes, rules and "
             "nftables); run it with sudo, or without --apply/--undo to print the commands"
         )
+
+
+def test_undo_failure_is_one_line_with_the_command_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_text('prefixes = ["2001:db8:64::/96"]')
+    steps = host_steps(config, all_ports=False)
+    host = FakeHost(steps, present=steps, stuck=True)
+    real_undo = setup_cmd.undo_steps
+    monkeypatch.setattr(setup_cmd, "has_net_admin", lambda: True)
+    monkeypatch.setattr(setup_cmd, "undo_steps", lambda s: real_undo(s, host))
+    result = CliRunner().invoke(setup, ["--prefix", "2001:db8:64::/96", "--undo"])
+    assert result.exit_code == 1
+    out, error = result.output.splitlines()
+    assert out == f"could not remove: {steps[0].description}"
+    assert error.startswith("Error: 1 step(s) could not be removed: could not deliver every")
+    assert error.endswith(
+        "(needs root or CAP_NET_ADMIN): RTNETLINK answers: Operation not permitted"
+    )

@@ -17,11 +17,13 @@ before ``--apply`` (which then reported it 'already in place') is removed too.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import logging
 import os
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import click
@@ -250,6 +252,31 @@ def undo_steps(
     return lines, left
 
 
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _collected_errors() -> Iterator[list[str]]:
+    """hostexec logs a failed undo and goes on; collect those messages for the one-line error
+    instead of letting Python's last-resort handler print them as extra lines."""
+    logger = logging.getLogger(hostexec.log.name)
+    handler = _Collect()
+    old_propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = old_propagate
+
+
 # -- the command -----------------------------------------------------------------------------
 
 
@@ -341,16 +368,23 @@ def setup(
             "nftables); run it with sudo, or without --apply/--undo to print the commands"
         )
     if action == "apply":
-        for line in apply_steps(steps):
+        try:
+            lines = apply_steps(steps)
+        except hostexec.HostSetupError as exc:
+            # Command output (nft's diagnostics) can span lines; the error stays one line.
+            raise UserError(
+                "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+                + " (the steps applied before it were undone)"
+            ) from None
+        for line in lines:
             click.echo(line)
         click.echo()
         click.echo(router, nl=False)
         return
-    lines, left = undo_steps(steps)
+    with _collected_errors() as errors:
+        lines, left = undo_steps(steps)
     for line in lines:
         click.echo(line)
     if left:
-        raise UserError(
-            f"{len(left)} step(s) could not be removed: "
-            + "; ".join(step.description for step in left)
-        )
+        details = [" ".join(error.split()) for error in errors] or [s.description for s in left]
+        raise UserError(f"{len(left)} step(s) could not be removed: " + "; ".join(details))
