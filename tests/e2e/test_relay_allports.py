@@ -9,6 +9,7 @@ SIGTERM.
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -17,10 +18,12 @@ import pytest
 
 from tests.e2e.relay_net import (
     PREFIX,
+    RELAY_V4,
     SERVER_V6,
     Hosts,
     Relay,
     build,
+    embed,
     many_udp_sessions,
     start_tcp_echo,
     start_udp_echo,
@@ -173,4 +176,29 @@ def test_hundreds_of_udp_sessions_share_one_original_destination(
     wait_tcp(net.client, SERVER_V6, 8080, timeout=15.0)
     report = many_udp_sessions(net.client, SERVER_V6, 9999, 300)
     assert report == {"missing": [], "wrong": []}, relay.output()[-2000:]
+    assert relay.terminate() == 0
+
+
+def test_denied_destinations_in_all_ports_mode(net: Hosts, tmp_path: Path) -> None:
+    """The deny list holds for ports nobody listed: the relay's own address and loopback."""
+    # Services on the relay host itself; reaching them would be a loop through the relay.
+    start_udp_echo(net.relay, 9999, host=RELAY_V4)
+    start_udp_echo(net.relay, 9999, host="127.0.0.1")
+    net.relay.popen(
+        "socat", "TCP4-LISTEN:8080,bind=127.0.0.1,fork,reuseaddr", "EXEC:cat",
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_tcp(net.relay, "127.0.0.1", 8080)
+    relay = Relay(net.relay, tmp_path, CONFIG)
+    wait_tcp(net.client, SERVER_V6, 8080, timeout=15.0)
+    for v4 in (RELAY_V4, "127.0.0.1"):
+        probe = udp_probe(net.client, embed(v4), 9999, "a", "b", timeout=0.5)
+        assert all("error" in r for r in probe["replies"]), (v4, probe)
+    tcp = net.client.run(
+        sys.executable, "-c", _TCP_ROUND_TRIP, embed("127.0.0.1"), "8080", "10", check=False
+    )
+    assert tcp.returncode != 0, tcp.stdout
+    out = relay.output()
+    assert f"-> [{embed(RELAY_V4)}]:9999 denied: destination {RELAY_V4} is this relay host" in out
+    assert f"-> [{embed('127.0.0.1')}]:9999 denied: loopback" in out
     assert relay.terminate() == 0
