@@ -17,6 +17,7 @@ question; anything else is counted and ignored while the query keeps waiting.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import secrets
 import socket
@@ -42,6 +43,9 @@ SOCKETS_PER_UPSTREAM = 4
 
 _LENGTH = struct.Struct("!H")
 _TRUNCATED = object()  # a UDP reply with TC set: retry over TCP
+
+
+_UNREACHABLE_ERRNOS = frozenset((errno.EHOSTUNREACH, errno.ENETUNREACH))
 
 
 class _Pending:
@@ -108,9 +112,16 @@ class _UdpChannel(asyncio.DatagramProtocol):
             pending.future.set_result(result)
 
     def error_received(self, exc: Exception) -> None:
-        # ICMP port/host unreachable on a connected socket: the upstream is not
-        # there, so fail the waiting queries now instead of at their timeout.
-        self._fail_all()
+        if isinstance(exc, ConnectionRefusedError) or (
+            isinstance(exc, OSError) and exc.errno in _UNREACHABLE_ERRNOS
+        ):
+            # ICMP port/host unreachable on a connected socket: the upstream is
+            # not there, so fail the waiting queries now instead of at their timeout.
+            self._fail_all()
+        else:
+            # Anything else (e.g. a full send buffer) concerns one datagram; the
+            # query it belonged to times out and fails over as usual.
+            log.debug("upstream %s: %r", self.upstream.endpoint, exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail_all()
@@ -196,7 +207,12 @@ class UpstreamPool:
         wire = message.to_wire()
         question = wire[HEADER_SIZE : skip_name(wire, HEADER_SIZE) + 4].lower()
         fallback: dns.message.Message | None = None
-        for attempt, upstream in enumerate(self._order()):
+        order = self._order()
+        if len(order) == 1:
+            # With one upstream there is nobody to fail over to: send once more,
+            # as a lost UDP datagram is far likelier than a dead server.
+            order = order * 2
+        for attempt, upstream in enumerate(order):
             if attempt:
                 self.stats.upstream_failovers += 1
             reply = await self._ask(upstream, wire, question)

@@ -368,3 +368,26 @@ def test_socket_rotation_under_concurrency_loses_no_query(monkeypatch):
             upstream.close()
 
     run(main())
+
+
+def test_single_upstream_gets_a_second_try_after_a_lost_datagram():
+    async def main() -> None:
+        seen = {"n": 0}
+
+        async def lossy(query: dns.message.Message, wire: bytes) -> list[bytes]:
+            seen["n"] += 1
+            return [] if seen["n"] == 1 else [answer_a(query, "192.0.2.14")]
+
+        upstream = await FakeUpstream(lossy).start()
+        service, endpoint = await start_service(
+            make_config([upstream.endpoint], upstream_timeout=0.2)
+        )
+        try:
+            assert _address(await udp_query(endpoint, a_query("a.example."))) == "192.0.2.14"
+            assert upstream.udp_queries == 2
+            assert service.stats.upstream_failures == 1
+        finally:
+            await service.stop(0)
+            upstream.close()
+
+    run(main())
