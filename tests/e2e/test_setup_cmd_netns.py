@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-from tests.netns import Namespace, Topology
+import pytest
+
+from tests.e2e import relay_net
+from tests.netns import Namespace, Topology, wait_tcp
 from tests.support.cli import totd_faith_argv
 
 PREFIX = "2001:db8:64::/96"
@@ -223,3 +227,50 @@ def test_a_failing_step_undoes_the_earlier_ones(topology: Topology) -> None:
     assert "File exists" in lines[0] and "undone" in lines[0]
     assert state(ns) == NOTHING
     assert f"unreachable {PREFIX2}" in ns.run("ip", "-6", "route", "show", "table", "local").stdout
+
+
+# -- with the real relay: what setup applied is what the relay needs, and the relay leaves it --
+
+_TCP_ECHO_CHECK = (
+    "import socket, sys\n"
+    "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)\n"
+    "s.sendall(b'through the relay')\n"
+    "s.shutdown(socket.SHUT_WR)\n"
+    "got = b''\n"
+    "while chunk := s.recv(4096):\n"
+    "    got += chunk\n"
+    "print(got.decode())\n"
+)
+
+
+@pytest.mark.parametrize("mode", ["prefix", "all-ports"])
+def test_relay_works_on_what_setup_applied_and_leaves_it(
+    topology: Topology, tmp_path: Path, mode: str
+) -> None:
+    hosts = relay_net.build(topology)
+    relay_net.start_tcp_echo(hosts.server, 8080)
+    wait_tcp(hosts.server, relay_net.SERVER_V4, 8080)
+    relay_conf = "all_ports = true" if mode == "all-ports" else "ports = [8080]"
+    config = f'prefixes = ["{relay_net.PREFIX}"]\n[relay]\n{relay_conf}\n'
+    conf = tmp_path / "setup.toml"
+    conf.write_text(config)
+
+    applied = setup_cmd(hosts.relay, "-c", str(conf), "--apply")
+    assert applied.returncode == 0, applied.stderr
+    before = state(hosts.relay)
+    assert before["routes"] == {f"local {relay_net.PREFIX}"}
+    assert before["nft"] == before["rule"] == (mode == "all-ports")
+
+    relay = relay_net.Relay(hosts.relay, tmp_path, config)
+    wait_tcp(hosts.client, relay_net.SERVER_V6, 8080, timeout=15.0)
+    out = hosts.client.run(sys.executable, "-c", _TCP_ECHO_CHECK, relay_net.SERVER_V6, "8080")
+    assert out.stdout.strip() == "through the relay", relay.output()
+    # The AnyIP route makes the relay host answer pings for the prefix in both modes.
+    assert _ping(hosts.client, relay_net.SERVER_V6)
+    assert relay.terminate() == 0, relay.output()
+
+    # The relay found the set-up in place, so it is not the relay's to remove.
+    assert state(hosts.relay) == before, relay.output()
+    undo = setup_cmd(hosts.relay, "-c", str(conf), "--undo")
+    assert undo.returncode == 0, undo.stderr
+    assert state(hosts.relay) == NOTHING
