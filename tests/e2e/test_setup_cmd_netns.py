@@ -274,3 +274,22 @@ def test_relay_works_on_what_setup_applied_and_leaves_it(
     undo = setup_cmd(hosts.relay, "-c", str(conf), "--undo")
     assert undo.returncode == 0, undo.stderr
     assert state(hosts.relay) == NOTHING
+
+
+def test_printed_script_does_what_apply_does(topology: Topology) -> None:
+    """`setup | sh` and `setup --apply` are interchangeable: after the script, --apply finds
+    every step in place, and --undo removes what the script added."""
+    ns = topology.namespace("host")
+    args = ("--prefix", PREFIX, "--prefix", PREFIX2, "--all-ports")
+    script = setup_cmd(ns, *args)
+    assert script.returncode == 0, script.stderr
+    for _ in range(2):  # the script is idempotent too
+        ns.run("sh", "-c", script.stdout)
+    after_script = state(ns)
+    assert after_script["routes"] == {f"local {PREFIX}", f"local {PREFIX2}"}
+    assert after_script["nft"] and after_script["rule"] and after_script["table_29798"]
+    apply = setup_cmd(ns, *args, "--apply")
+    lines = apply.stdout.split("\n\n")[0].splitlines()
+    assert len(lines) == 5 and all(line.startswith("already in place: ") for line in lines)
+    assert setup_cmd(ns, *args, "--undo").returncode == 0
+    assert state(ns) == NOTHING
