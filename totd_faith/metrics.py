@@ -324,14 +324,29 @@ _MAX_CLIENTS = 32  # connections at once; the oldest is closed to make room
 
 
 class MetricsService:
-    """Serves ``GET /metrics`` on ``endpoint`` (a :class:`~totd_faith.runtime.Service`)."""
+    """Serves ``GET /metrics`` on ``endpoint`` (a :class:`~totd_faith.runtime.Service`).
+
+    With ``--workers N`` every worker process has its own counters, so worker
+    ``k`` serves its own on port ``endpoint.port + k`` (Prometheus scrapes each
+    as a target and ``sum without (instance)`` adds them up).  Sharing one port
+    with SO_REUSEPORT would hand each scrape to a random worker and make the
+    counters jump.
+    """
 
     name = "metrics"
 
     def __init__(
-        self, endpoint: Endpoint, dns_stats: DnsStats | None, relay_stats: RelayStats | None
+        self,
+        endpoint: Endpoint,
+        dns_stats: DnsStats | None,
+        relay_stats: RelayStats | None,
+        *,
+        worker: int = 0,
     ) -> None:
-        self.endpoint = endpoint
+        self.worker = worker
+        #: What metrics.listen says; :attr:`endpoint` is where this worker listens.
+        self.configured = endpoint
+        self.endpoint = self._for_worker(endpoint)
         self.registry = make_registry(dns_stats, relay_stats)
         self._server: asyncio.AbstractServer | None = None
         # Connections being served, oldest first (a dict keeps insertion order).
@@ -348,6 +363,16 @@ class MetricsService:
     async def start(self) -> None:
         self._server = await self._listen(self.endpoint)
         log.info("metrics: serving Prometheus text on http://%s%s", self.endpoint, PATH)
+
+    def _for_worker(self, endpoint: Endpoint) -> Endpoint:
+        if self.worker == 0 or endpoint.port == 0:
+            return endpoint
+        port = endpoint.port + self.worker
+        if port > 65535:
+            raise OperatorError(
+                f"metrics.listen: {endpoint}: worker {self.worker} would need port {port}"
+            )
+        return Endpoint(endpoint.host, port)
 
     async def _listen(self, endpoint: Endpoint) -> asyncio.AbstractServer:
         try:
@@ -373,16 +398,18 @@ class MetricsService:
         if endpoint is None:
             log.warning("metrics.listen is now empty: the listener stops at the next restart")
             return
-        if endpoint == self.endpoint or self._server is None:
+        if endpoint == self.configured or self._server is None:
             return
         try:
-            server = await self._listen(endpoint)
+            mine = self._for_worker(endpoint)
+            server = await self._listen(mine)
         except OperatorError as exc:
             log.error("%s; metrics stay on %s", exc, self.endpoint)
             return
-        old, self._server, self.endpoint = self._server, server, endpoint
+        old, self._server = self._server, server
+        self.configured, self.endpoint = endpoint, mine
         old.close()
-        log.info("metrics: now on http://%s%s", endpoint, PATH)
+        log.info("metrics: now on http://%s%s", mine, PATH)
 
     async def stop(self, drain_timeout: float) -> None:
         """Close the listener and any scrape in progress; the port is free on return."""

@@ -234,3 +234,45 @@ def test_service_protocol_shape() -> None:
     assert service.name == "metrics"
     for method in ("start", "reload", "stop"):
         assert asyncio.iscoroutinefunction(getattr(service, method))
+
+
+def two_free_ports() -> int:
+    """A port P with P+1 free too (worker 1 of two listens on P+1)."""
+    for _ in range(50):
+        port = free_port()
+        if port < 65535 and can_listen(endpoint(port=port + 1)):
+            return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_workers_serve_their_own_counters_on_consecutive_ports(loop: str) -> None:
+    base = endpoint(port=two_free_ports())
+    stats = [RelayStats(), RelayStats()]
+    stats[0].connections_accepted, stats[1].connections_accepted = 11, 22
+
+    async def test() -> None:
+        workers = [MetricsService(base, None, s, worker=i) for i, s in enumerate(stats)]
+        for service in workers:
+            await service.start()
+        assert [w.port for w in workers] == [base.port, base.port + 1]
+        for service, expected in zip(workers, (11, 22), strict=True):
+            _, _, body = await fetch(url(service.endpoint))
+            assert samples(body)[("totd_faith_relay_connections_accepted_total", ())] == expected
+        # A reload keeps each worker's offset from the new metrics.listen.
+        new_base = endpoint(port=two_free_ports())
+        for service in workers:
+            await service.reload(load_text(f'[metrics]\nlisten = "{new_base}"\n'))
+        assert [w.endpoint.port for w in workers] == [new_base.port, new_base.port + 1]
+        _, _, body = await fetch(url(workers[1].endpoint))
+        assert samples(body)[("totd_faith_relay_connections_accepted_total", ())] == 22
+        assert refused(base) and refused(endpoint(port=base.port + 1))
+        for service in workers:
+            await service.stop(0)
+
+    run(loop, test)
+
+
+def test_worker_port_past_65535_is_an_operator_error() -> None:
+    with pytest.raises(OperatorError, match="worker 2 would need port 65536"):
+        MetricsService(endpoint(port=65534), None, None, worker=2)
