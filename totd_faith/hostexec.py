@@ -130,8 +130,9 @@ def render(steps: Sequence[Step], *, undo_script: bool = False) -> str:
             command = f"{command} <<'EOF'\n{step.stdin.rstrip(chr(10))}\nEOF"
         if step.check is None:
             lines.append(command)
-        elif undo_script:
-            lines.append(f"if {shlex.join(step.check)}; then\n  {command}\nfi")
-        else:
-            lines.append(f"if ! {shlex.join(step.check)}; then\n  {command}\nfi")
+            continue
+        # A `sh -c PIPELINE` check reads better as the pipeline itself.
+        check = step.check
+        test = check[2] if check[:2] == ("sh", "-c") and len(check) == 3 else shlex.join(check)
+        lines.append(f"if {'' if undo_script else '! '}{test}; then\n  {command}\nfi")
     return "\n".join(lines) + "\n"

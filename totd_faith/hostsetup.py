@@ -56,10 +56,15 @@ class Step:
     stdin: str | None = None
 
 
-def _shell_check(pipeline: str) -> tuple[str, ...]:
-    # `ip ... show` exits 0 even when it lists nothing, so "applied" means
-    # "printed something"; grep -q turns that into an exit status.
-    return ("sh", "-c", pipeline + " | grep -q .")
+def _shell_check(command: str, match: str | None = None) -> tuple[str, ...]:
+    """A check that passes when ``command`` prints something (or a line with ``match``).
+
+    ``ip ... show`` exits 0 even when it lists nothing, and ``nft list`` of a
+    missing table complains on stderr; grep turns the listing into an exit
+    status and the complaint is not news.
+    """
+    test = "grep -q ." if match is None else f"grep -qF {shlex.quote(match)}"
+    return ("sh", "-c", f"{command} 2>/dev/null | {test}")
 
 
 def anyip_steps(prefixes: Iterable[Nat64Prefix]) -> list[Step]:
@@ -143,8 +148,8 @@ def tproxy_steps(
             apply=("nft", "-f", "-"),
             undo=("nft", "delete", "table", NFT_FAMILY, NFT_TABLE),
             check=_shell_check(
-                f"nft list table {NFT_FAMILY} {NFT_TABLE} | grep -F "
-                + shlex.quote(f'comment "{nft_tag(prefixes, port, mark)}"')
+                f"nft list table {NFT_FAMILY} {NFT_TABLE}",
+                f'comment "{nft_tag(prefixes, port, mark)}"',
             ),
             stdin=nft_script(prefixes, port, mark),
         ),
