@@ -55,11 +55,16 @@ NEEDS_PRIVILEGE = (
 _EMFILE_PAUSE = 0.1
 
 
-def _transparent_socket(kind: int, bind: tuple[str, int], *, reuse: bool) -> socket.socket:
+def _transparent_socket(
+    kind: int, bind: tuple[str, int], *, reuse: bool, reuse_port: bool = False
+) -> socket.socket:
     sock = socket.socket(socket.AF_INET6, kind)
     try:
         if reuse:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            # Worker processes (service.workers) share the tproxy port.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sockopts.enable_transparent(sock)
         sock.setblocking(False)
@@ -74,9 +79,9 @@ def open_tproxy_sockets(port: int) -> tuple[socket.socket, socket.socket]:
     """The transparent TCP listener and UDP socket on ``[::]:port``."""
     tcp = udp = None
     try:
-        tcp = _transparent_socket(socket.SOCK_STREAM, ("::", port), reuse=True)
+        tcp = _transparent_socket(socket.SOCK_STREAM, ("::", port), reuse=True, reuse_port=True)
         tcp.listen(4096)
-        udp = _transparent_socket(socket.SOCK_DGRAM, ("::", port), reuse=False)
+        udp = _transparent_socket(socket.SOCK_DGRAM, ("::", port), reuse=False, reuse_port=True)
         sockopts.enable_origdstaddr(udp)
     except PermissionError:
         for sock in (tcp, udp):

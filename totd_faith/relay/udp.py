@@ -377,6 +377,9 @@ def open_udp_listener(bind: Endpoint) -> socket.socket:
     family = socket.AF_INET6 if bind.host.version == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        # Worker processes (service.workers) each bind the port; the kernel
+        # hashes each client's flow to one of them, so a session stays in one.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             # [::] means IPv6 here; IPv4 clients have IPv4 listeners of their own.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
