@@ -75,6 +75,11 @@ def apply(steps: Sequence[Step], runner: Runner = run_command) -> list[Step]:
             log.info("already in place: %s", step.description)
             continue
         status, output = runner(step.apply, step.stdin)
+        if status != 0 and is_applied(step, runner):
+            # Another process (a second worker, an operator) applied it meanwhile:
+            # in place, and not ours to remove.
+            log.info("already in place: %s", step.description)
+            continue
         if status != 0:
             undo(applied, runner)
             raise _failure(step, step.apply, output)

@@ -214,3 +214,16 @@ def test_host_steps() -> None:
     assert host_steps([P1]) == anyip_steps([P1])
     both = host_steps([P1], all_ports=True, tproxy_port=64646)
     assert both == anyip_steps([P1]) + tproxy_steps([P1], 64646)
+
+
+def test_apply_racing_another_process_is_not_a_failure() -> None:
+    """The step fails because someone applied it between check and apply: in place, not ours."""
+    steps = anyip_steps([P1])
+    checks = iter([1, 0])  # absent at first, present after the failed apply
+
+    def runner(argv: Sequence[str], stdin: str | None) -> tuple[int, str]:
+        if tuple(argv) == steps[0].check:
+            return next(checks), ""
+        return 2, "RTNETLINK answers: File exists"
+
+    assert hostexec.apply(steps, runner) == []
