@@ -93,7 +93,7 @@ def _read_hosts(config: Config) -> list[Any]:
 def upstream_endpoints(config: Config) -> tuple[Endpoint, ...]:
     """The configured upstreams, or the nameservers of /etc/resolv.conf."""
     if config.dns.upstreams:
-        return config.dns.upstreams
+        return _not_ourselves(config, config.dns.upstreams)
     from totd_faith.resolvconf import read_resolv_conf
 
     found, warnings = read_resolv_conf()
@@ -104,7 +104,19 @@ def upstream_endpoints(config: Config) -> tuple[Endpoint, ...]:
             "no upstream DNS server: /etc/resolv.conf names none; give one with "
             "--upstream ADDR or dns.upstreams in the configuration file"
         )
-    return tuple(found)
+    return _not_ourselves(config, tuple(found))
+
+
+def _not_ourselves(config: Config, upstreams: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
+    """Forwarding to our own listener would loop every query until it times out."""
+    for upstream in upstreams:
+        if upstream in config.dns.listen:
+            raise OperatorError(
+                f"upstream {upstream} is also a listen address of this proxy, so queries "
+                "would loop; point --upstream at a real resolver (with the default upstreams "
+                "from /etc/resolv.conf, listen on another address or port)"
+            )
+    return upstreams
 
 
 def _bind_error(endpoint: Endpoint, proto: str, exc: OSError) -> OperatorError:

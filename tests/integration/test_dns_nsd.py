@@ -364,3 +364,24 @@ def test_hosts_files_are_answered_and_reread_on_sighup(
             rrsets(ask(endpoint, "printer.lan.", "A")) == [("printer.lan.", "A", {"192.0.2.98"})]
         )
     )
+
+
+def test_upstream_equal_to_listen_is_refused() -> None:
+    port = free_port()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "totd_faith",
+            "dns",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--upstream",
+            f"127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"Error: upstream 127.0.0.1:{port} is also a listen address" in result.stderr
