@@ -23,14 +23,14 @@ PREFIX_MODE_96 = """\
 # and the relay's sockets reply from the dialled address by themselves.
 set -e
 # deliver every address of 2001:db8:64::/96 locally (AnyIP route)
-if ! sh -c 'ip -6 route show table local type local exact 2001:db8:64::/96 dev lo | grep -q .'; then
+if ! ip -6 route show table local type local exact 2001:db8:64::/96 dev lo 2>/dev/null | grep -q .; then
   ip -6 route add local 2001:db8:64::/96 dev lo
 fi
 
 # On the upstream IPv6 router: route the prefix to this host.
 # fe80::1 is this host's link-local address.
 #   ip -6 route add 2001:db8:64::/96 via fe80::1 dev eth1
-"""
+"""  # noqa: E501 - the script's own long lines
 
 ALL_PORTS_96 = """\
 #!/bin/sh
@@ -43,11 +43,11 @@ ALL_PORTS_96 = """\
 # and the relay's sockets reply from the dialled address by themselves.
 set -e
 # deliver every address of 2001:db8:64::/96 locally (AnyIP route)
-if ! sh -c 'ip -6 route show table local type local exact 2001:db8:64::/96 dev lo | grep -q .'; then
+if ! ip -6 route show table local type local exact 2001:db8:64::/96 dev lo 2>/dev/null | grep -q .; then
   ip -6 route add local 2001:db8:64::/96 dev lo
 fi
 # steer TCP and UDP for 2001:db8:64::/96 to the relay's transparent port 64646 (nft table inet totd_faith)
-if ! sh -c 'nft list table inet totd_faith | grep -F '"'"'comment "totd-faith 2001:db8:64::/96 port 64646 mark 0x7466"'"'"' | grep -q .'; then
+if ! nft list table inet totd_faith 2>/dev/null | grep -qF 'comment "totd-faith 2001:db8:64::/96 port 64646 mark 0x7466"'; then
   nft -f - <<'EOF'
 table inet totd_faith
 delete table inet totd_faith
@@ -60,11 +60,11 @@ table inet totd_faith {
 EOF
 fi
 # route packets marked 0x7466 by routing table 29798
-if ! sh -c 'ip -6 rule show fwmark 0x7466 lookup 29798 priority 29798 | grep -q .'; then
+if ! ip -6 rule show fwmark 0x7466 lookup 29798 priority 29798 2>/dev/null | grep -q .; then
   ip -6 rule add fwmark 0x7466 lookup 29798 priority 29798
 fi
 # deliver everything routed by table 29798 locally
-if ! sh -c 'ip -6 route show table 29798 type local exact ::/0 dev lo | grep -q .'; then
+if ! ip -6 route show table 29798 type local exact ::/0 dev lo 2>/dev/null | grep -q .; then
   ip -6 route add local ::/0 dev lo table 29798
 fi
 
