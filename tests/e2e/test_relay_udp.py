@@ -46,6 +46,11 @@ protocol = "udp"
 listen = "[::]:5301"
 target = "198.51.100.2:7"
 protocol = "udp"
+
+[[relay.maps]]
+listen = "[{RELAY_V6}]:5309"
+target = "198.51.100.2:9"
+protocol = "udp"
 """
 
 
@@ -126,3 +131,13 @@ def test_denied_destinations_get_nothing(net: Hosts, relay: Relay) -> None:
 def test_hundreds_of_concurrent_sessions(net: Hosts, relay: Relay) -> None:
     report = many_udp_sessions(net.client, SERVER_V6, 7, 300)
     assert report == {"missing": [], "wrong": []}, relay.output()[-2000:]
+
+
+def test_refused_backend_ends_the_session(net: Hosts, relay: Relay) -> None:
+    """Nothing listens on the server's port 9: its ICMP port unreachable ends the session."""
+    probe = udp_probe(net.client, RELAY_V6, 5309, "anyone?", timeout=0.5)
+    assert "error" in probe["replies"][0]
+    key = f"[{CLIENT_V6}]:{probe['local_port']} -> [{RELAY_V6}]:5309 (198.51.100.2:9)"
+    out = relay.wait_log(re.escape(key) + r".*ended: backend refused \(port unreachable\)$")
+    (line,) = [ln for ln in out.splitlines() if key in ln]
+    assert "1 datagrams/7 bytes out, 0 datagrams/0 bytes in" in line
