@@ -43,9 +43,13 @@ class NsdServer:
         self.stop()
 
 
-def _zone_filename(origin: str) -> str:
+def zone_filename(origin: str) -> str:
+    """The file name :func:`nsd_config` expects the zone of ``origin`` in (under workdir)."""
     name = origin.rstrip(".").lower() or "root"
     return re.sub(r"[^a-z0-9.-]", "_", name) + ".zone"
+
+
+_zone_filename = zone_filename  # the benchmarks imported it under this name first
 
 
 def _quote(value: Path | str) -> str:
@@ -78,7 +82,7 @@ def nsd_config(
         "  control-enable: no",
     ]
     for origin in zones:
-        lines += ["zone:", f"  name: {_quote(origin)}", f"  zonefile: {_zone_filename(origin)}"]
+        lines += ["zone:", f"  name: {_quote(origin)}", f"  zonefile: {zone_filename(origin)}"]
     return "\n".join(lines) + "\n"
 
 
@@ -102,7 +106,7 @@ def start_nsd(
     workdir.mkdir(parents=True, exist_ok=True)
     port = port if port is not None else free_port(host)
     for origin, text in zones.items():
-        (workdir / _zone_filename(origin)).write_text(text)
+        (workdir / zone_filename(origin)).write_text(text)
     conf = workdir / "nsd.conf"
     conf.write_text(nsd_config(zones, workdir, host, port))
     daemon = Daemon("nsd", [binary, "-d", "-c", str(conf)], workdir, logs=[workdir / "nsd.log"])
