@@ -20,7 +20,7 @@ from totd_faith.prefix import Nat64Prefix
 from totd_faith.relay import splice
 from totd_faith.relay.privileges import drop_privileges
 from totd_faith.relay.service import RelayService
-from totd_faith.runtime import run, setup_logging
+from totd_faith.runtime import Service, run_workers, setup_logging
 
 log = logging.getLogger("totd_faith.relay")
 
@@ -111,7 +111,22 @@ def _warn_missing_routes(config: Config) -> None:
 @click.command(cls=Command, epilog=_EPILOG)
 @config_option
 @override_flags(dns=False, relay=True)
-def relay(config_path: str | None, **flags: Any) -> None:
+@click.option(
+    "--manage-routes",
+    is_flag=True,
+    default=None,
+    help="Add the AnyIP route for each prefix at start and remove it at stop (root).",
+)
+@click.option(
+    "-w",
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Processes sharing the listening sockets (SO_REUSEPORT), e.g. one per core.",
+)
+def relay(
+    config_path: str | None, manage_routes: bool | None, workers: int | None, **flags: Any
+) -> None:
     """Run the IPv6-to-IPv4 relay (faithd successor) in the foreground.
 
     Prefix mode relays connections to PREFIX::a.b.c.d port N to a.b.c.d port
@@ -119,6 +134,10 @@ def relay(config_path: str | None, **flags: Any) -> None:
     override the configuration file.
     """
     overrides = overrides_from(flags)
+    if manage_routes is not None:
+        overrides["relay.manage_routes"] = manage_routes
+    if workers is not None:
+        overrides["service.workers"] = workers
 
     def reload_config() -> Config:
         return load_config(config_path, overrides)
@@ -131,7 +150,9 @@ def relay(config_path: str | None, **flags: Any) -> None:
             "(or relay.ports / relay.maps in the configuration file)"
         )
     setup_logging(config.log)
-    service = RelayService(config)
+
+    def build(cfg: Config, worker: int) -> list[Service]:
+        return [RelayService(cfg)]
 
     def ready() -> None:
         log.info("relay: %s", _describe(config))
@@ -140,4 +161,6 @@ def relay(config_path: str | None, **flags: Any) -> None:
             keep = relay_conf.manage_routes or relay_conf.all_ports
             log.info("%s", drop_privileges(config.service.user, keep_net_admin=keep))
 
-    run([service], config, reload_config, ready=ready)
+    status = run_workers(config.service.workers, build, config, reload_config, ready)
+    if status:
+        raise click.exceptions.Exit(status)

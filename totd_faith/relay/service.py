@@ -4,7 +4,7 @@ It binds a TCP listener per prefix-mode port (``[relay.listen_address]:N``) and
 per TCP port map, accepts on them from the event loop, and hands every
 accepted socket to the shared :class:`~totd_faith.relay.tcp.TcpRelay`.  UDP
 and all-ports mode come from :mod:`totd_faith.relay.udp` and
-:mod:`totd_faith.relay.tproxy` when those modules are present.
+:mod:`totd_faith.relay.tproxy`.
 
 Reload (SIGHUP) adopts new access rules, limits, prefixes, ports and maps:
 listeners that stay keep their socket (no gap, no lost backlog), new ones
@@ -29,6 +29,8 @@ from totd_faith.policy import RelayAccess
 from totd_faith.relay.ownaddrs import own_ipv4_addresses
 from totd_faith.relay.stats import RelayStats
 from totd_faith.relay.tcp import TcpRelay
+from totd_faith.relay.tproxy import TproxyRelay
+from totd_faith.relay.udp import UdpRelay
 
 log = logging.getLogger("totd_faith.relay")
 
@@ -132,7 +134,7 @@ class RelayService:
         self.tcp = TcpRelay(config, self.access, self.stats)
         self.listeners: dict[Endpoint, Listener] = {}
         self.tasks: set[asyncio.Task[None]] = set()
-        self.extras: list[Any] = []  # UdpRelay, TproxyRelay
+        self.extras: list[UdpRelay | TproxyRelay] = []
         self._routes: list[Any] = []  # hostsetup.Step applied at start
         self._refresher: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -185,7 +187,7 @@ class RelayService:
                     task.cancel()
         for extra in reversed(self.extras):
             try:
-                await extra.stop()
+                await extra.stop(drain_timeout)
             except TotdFaithError as exc:
                 log.error("%s", exc)
         self.tcp.close()
@@ -193,25 +195,16 @@ class RelayService:
 
     # -- pieces ------------------------------------------------------------
 
-    def _make_extras(self, config: Config) -> list[Any]:
-        """The UDP and all-ports relays, when their modules exist."""
-        extras: list[Any] = []
+    def _make_extras(self, config: Config) -> list[UdpRelay | TproxyRelay]:
+        """The UDP relay and the all-ports relay, when the configuration asks for them."""
+        extras: list[UdpRelay | TproxyRelay] = []
         relay = config.relay
         wants_udp = any("udp" in p.protocols for p in relay.ports) or any(
             m.protocol == "udp" for m in relay.maps
         )
         if wants_udp:
-            try:
-                from totd_faith.relay.udp import UdpRelay  # type: ignore[import-not-found,unused-ignore]
-            except ImportError:
-                log.warning("UDP relaying is not available in this build; relaying TCP only")
-            else:
-                extras.append(UdpRelay(config, self.access, self.stats))
+            extras.append(UdpRelay(config, self.access, self.stats))
         if relay.all_ports:
-            try:
-                from totd_faith.relay.tproxy import TproxyRelay  # type: ignore[import-not-found,unused-ignore]
-            except ImportError:
-                raise OperatorError("all-ports mode is not available in this build") from None
             extras.append(TproxyRelay(config, self.access, self.tcp, self.stats))
         return extras
 
