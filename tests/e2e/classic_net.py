@@ -195,12 +195,20 @@ def build(topo: Topology, tmp: Path) -> Site:
     resolv_dir.mkdir(parents=True, exist_ok=True)
     (resolv_dir / "resolv.conf").write_text(f"nameserver {HOST_V6}\noptions timeout:2 attempts:2\n")
 
-    big_sha256 = start_server_daemons(server, tmp)
+    try:
+        big_sha256 = start_server_daemons(server, tmp)
+    except BaseException:
+        shutil.rmtree(resolv_dir, ignore_errors=True)
+        raise
     return Site(client, router, host, server, tmp, big_sha256, resolv_dir)
 
 
 def remove_resolv_conf(site: Site) -> None:
     shutil.rmtree(site.resolv_dir, ignore_errors=True)
+    try:
+        site.resolv_dir.parent.rmdir()  # /etc/netns, when no other namespace uses it
+    except OSError:
+        pass
 
 
 def start_server_daemons(server: Namespace, tmp: Path) -> str:
@@ -482,8 +490,11 @@ class Serve:
             self.proc.wait(10)
 
 
-def start_serve(site: Site, config_text: str, name: str, timeout: float = 20.0) -> Serve:
-    """serve started and reachable from the client: DNS through the router, relay on :80."""
+def start_serve(
+    site: Site, config_text: str, name: str, timeout: float = 20.0, *, relay_ready: bool = True
+) -> Serve:
+    """serve started and reachable from the client: DNS through the router, relay on :80
+    (unless ``relay_ready`` is false: then only DNS is waited for)."""
     serve = Serve(site.host, site.tmp, config_text, name)
     try:
         serve.wait_ready(timeout)
@@ -492,7 +503,8 @@ def start_serve(site: Site, config_text: str, name: str, timeout: float = 20.0) 
             lambda: dig(site.client, "AAAA", WWW)[0] == "NOERROR",
             timeout,
         )
-        wait_tcp_local(site.client, SERVER_V6, 80, serve.log, timeout)
+        if relay_ready:
+            wait_tcp_local(site.client, SERVER_V6, 80, serve.log, timeout)
     except BaseException:
         serve.stop()
         raise

@@ -67,10 +67,11 @@ class Scenario:
         self.pristine = False
         self.started = 0
 
-    def start(self, config_text: str) -> Serve:
+    def start(self, config_text: str, *, relay_ready: bool = True) -> Serve:
         self.stop()
         self.started += 1
-        self.serve = start_serve(self.site, config_text, f"serve{self.started}")
+        name = f"serve{self.started}"
+        self.serve = start_serve(self.site, config_text, name, relay_ready=relay_ready)
         self.pristine = False
         return self.serve
 
@@ -269,29 +270,54 @@ def test_sigterm_drains_the_download_and_exits_zero(scenario: Scenario, tmp_path
     scenario.serve = None
 
 
-def test_manage_routes_adds_the_route_at_start_and_removes_it_at_stop(
-    scenario: Scenario,
-) -> None:
+@pytest.fixture
+def without_prefix_route(scenario: Scenario) -> Iterator[Site]:
+    """The host without its AnyIP route (setup --undo); setup --apply restores it after."""
     site = scenario.site
     scenario.stop()
     undone = setup_cmd(site.host, "--undo")
     assert undone.returncode == 0, undone.stdout + undone.stderr
     assert anyip_routes(site.host) == []
-    drain = 2.0
     try:
-        serve = scenario.start(serve_config(manage_routes=True, drain_timeout=drain))
-        assert len(anyip_routes(site.host)) == 1, serve.context()
-        page = site.client.run(*curl_argv(f"http://{WWW}/", "-6"), check=False)
-        assert page.stdout == PAGE + f"200 {len(PAGE)}", page.stderr + serve.context()
-        # An idle relayed connection outlasts the drain time: serve ends it and still exits 0.
-        held = hold_connection(site.client, SERVER_V6, 7)
-        status, elapsed = serve.terminate()
-        assert status == 0, serve.context()
-        assert drain - 0.5 < elapsed < drain + 3, f"{elapsed:.1f} s" + serve.context()
-        ending, _ = held.communicate(timeout=10)
-        assert ending.strip() in ("reset", "eof"), ending
-        assert anyip_routes(site.host) == [], serve.context()
-        scenario.serve = None
+        yield site
     finally:
+        scenario.stop()
         reapplied = setup_cmd(site.host, "--apply")
         assert reapplied.returncode == 0, reapplied.stdout + reapplied.stderr
+        assert len(anyip_routes(site.host)) == 1
+
+
+def test_without_the_route_serve_names_the_command_and_keeps_serving_dns(
+    scenario: Scenario, without_prefix_route: Site
+) -> None:
+    site = without_prefix_route
+    serve = scenario.start(serve_config(), relay_ready=False)
+    advice = serve.wait_log(r"no route delivers .*`(ip -6 route add local \S+ dev lo)`")
+    assert advice.group(1) == f"ip -6 route add local {PREFIX} dev lo", advice.group(0)
+    assert dig(site.client, "AAAA", WWW) == ("NOERROR", [(WWW + ".", "AAAA", SERVER_V6)])
+    unrouted = site.client.run(*curl_argv(f"http://{WWW}/", "-6", "--max-time", "3"), check=False)
+    assert unrouted.returncode != 0, unrouted.stdout
+    # The command serve named makes the relay reachable, without a restart.
+    site.host.run(*advice.group(1).split())
+    page = site.client.run(*curl_argv(f"http://{WWW}/", "-6"), check=False)
+    assert page.stdout == PAGE + f"200 {len(PAGE)}", page.stderr + serve.context()
+
+
+def test_manage_routes_adds_the_route_at_start_and_removes_it_at_stop(
+    scenario: Scenario, without_prefix_route: Site
+) -> None:
+    site = without_prefix_route
+    drain = 2.0
+    serve = scenario.start(serve_config(manage_routes=True, drain_timeout=drain))
+    assert len(anyip_routes(site.host)) == 1, serve.context()
+    page = site.client.run(*curl_argv(f"http://{WWW}/", "-6"), check=False)
+    assert page.stdout == PAGE + f"200 {len(PAGE)}", page.stderr + serve.context()
+    # An idle relayed connection outlasts the drain time: serve ends it and still exits 0.
+    held = hold_connection(site.client, SERVER_V6, 7)
+    status, elapsed = serve.terminate()
+    assert status == 0, serve.context()
+    assert drain - 0.5 < elapsed < drain + 3, f"{elapsed:.1f} s" + serve.context()
+    ending, _ = held.communicate(timeout=10)
+    assert ending.strip() in ("reset", "eof"), ending
+    assert anyip_routes(site.host) == [], serve.context()
+    scenario.serve = None
