@@ -22,7 +22,6 @@ from totd_faith.cli.common import (
 from totd_faith.cli.relay_cmd import _describe, has_anyip_route
 from totd_faith.config import Config
 from totd_faith.dnsserver import DnsService
-from totd_faith.endpoints import Endpoint
 from totd_faith.errors import OperatorError
 from totd_faith.metrics import MetricsService, metrics_endpoint
 from totd_faith.relay.privileges import drop_privileges
@@ -99,9 +98,8 @@ def build_services(config: Config, worker: int = 0) -> list[Service]:
         log.info("relay: nothing to relay (relay.ports, relay.maps and relay.all_ports are empty)")
     endpoint = metrics_endpoint(config)
     if endpoint is not None:
-        # Each worker serves its own counters on the next port up (documented).
-        endpoint = Endpoint(endpoint.host, endpoint.port + worker)
-        services.append(MetricsService(endpoint, dns.stats, relay_stats))
+        # Each worker serves its own counters, worker k on metrics port + k.
+        services.append(MetricsService(endpoint, dns.stats, relay_stats, worker=worker))
     return services
 
 
