@@ -639,6 +639,11 @@ def validate(config: Config) -> Config:
     for i, port in enumerate(ports):
         if port in ports[:i]:
             raise ConfigError(f"relay.ports[{i}]", f"port {port} is listed twice")
+    if config.metrics.listen.strip():
+        try:
+            parse_endpoint(config.metrics.listen, 9164)
+        except OperatorError as exc:
+            raise ConfigError("metrics.listen", str(exc)) from None
     listens = [(m.listen, m.protocol) for m in config.relay.maps]
     for i, item in enumerate(listens):
         if item in listens[:i]:
