@@ -20,10 +20,12 @@ reports what the receiver got (Mbit/s, datagrams/s) and the loss.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -124,7 +126,11 @@ def main() -> None:
 
     def start(*argv: str, name: str) -> None:
         log = (workdir / f"{name}.log").open("wb")
-        procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
+        # Own session: socat forks a child per UDP peer that outlives its parent,
+        # so the whole group is stopped at the end.
+        procs.append(
+            subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        )
 
     try:
         start("iperf3", "-s", "-B", "127.0.0.1", "-p", str(server_port), name="iperf3")
@@ -169,12 +175,15 @@ def main() -> None:
                 sys.stdout.flush()
     finally:
         for proc in procs:
-            proc.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
         for proc in procs:
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # children still in the group
 
 
 if __name__ == "__main__":
