@@ -107,6 +107,9 @@ class _Direction:
 
     def open_pipe(self) -> None:
         self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        if not self.pipe.spliced:
+            self.pipe.spliced = True
+            self.pipe.stats.connections_spliced += 1
         self.capacity = _DEFAULT_PIPE
         if self.pipe.buffer_size != _DEFAULT_PIPE:
             try:
@@ -280,6 +283,7 @@ class SplicePipe(Engine):
         "up",
         "down",
         "closed",
+        "spliced",
     )
 
     def __init__(
@@ -306,6 +310,7 @@ class SplicePipe(Engine):
         self.client = client
         self.backend = backend
         self.closed = False
+        self.spliced = False
         self.up = _Direction(self, client, backend, upstream=True)
         try:
             self.down = _Direction(self, backend, client, upstream=False)

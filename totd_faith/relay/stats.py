@@ -22,6 +22,7 @@ class RelayStats:
     connections_denied: Counter[str] = field(default_factory=Counter)
     #: Relayed connections that ended, by why they ended ('closed', 'backend refused', ...).
     connections_ended: Counter[str] = field(default_factory=Counter)
+    #: Connections that went zero-copy (os.splice) in at least one direction.
     connections_spliced: int = 0
     bytes_client_to_backend: int = 0
     bytes_backend_to_client: int = 0

@@ -433,6 +433,9 @@ class TcpRelay:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             pipe: SplicePipe
             if self.use_splice:
+                if header:
+                    # Before the engine exists: nothing may overtake the header.
+                    await loop.sock_sendall(bsock, header)
                 pipe = SplicePipe(
                     loop,
                     conn,
@@ -443,9 +446,6 @@ class TcpRelay:
                     splice_after=self.splice_after,
                     scratch=self.scratch,
                 )
-                self.stats.connections_spliced += 1
-                if header:
-                    await loop.sock_sendall(bsock, header)
                 conn.engine = pipe
                 pipe.start()
             else:
