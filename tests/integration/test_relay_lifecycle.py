@@ -153,3 +153,60 @@ def test_unknown_user_is_one_line_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Error: service.user: no such user 'no-such-user-tf'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_udp_map_is_served_alongside_tcp(
+    tmp_path: Path, processes: list[Started], echo: int
+) -> None:
+    udp_backend = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp_backend.bind(("127.0.0.1", 0))
+    udp_backend.settimeout(5)
+    port = free_port("::1")
+    target = udp_backend.getsockname()[1]
+    _relay(
+        tmp_path,
+        processes,
+        "[relay]\nmaps = [\n"
+        f'  "[::1]:{port}=127.0.0.1:{echo}",\n'
+        f'  {{ listen = "[::1]:{port}", target = "127.0.0.1:{target}", protocol = "udp" }},\n'
+        "]\n",
+    )
+    try:
+        client = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        client.settimeout(5)
+        client.sendto(b"over udp", ("::1", port))
+        data, relay_addr = udp_backend.recvfrom(100)
+        assert data == b"over udp"
+        udp_backend.sendto(b"reply", relay_addr)
+        assert client.recvfrom(100)[0] == b"reply"
+        client.close()
+    finally:
+        udp_backend.close()
+    sock = socket.create_connection(("::1", port), timeout=5)
+    assert _echo(sock, b"over tcp") == b"over tcp"
+    sock.close()
+
+
+def test_reload_with_new_clients_keeps_established_connections(
+    tmp_path: Path, processes: list[Started], echo: int
+) -> None:
+    port = free_port("::1")
+    maps = f'maps = ["[::1]:{port}=127.0.0.1:{echo}"]\n'
+    started = _relay(tmp_path, processes, f"[relay]\n{maps}")
+    old = socket.create_connection(("::1", port), timeout=5)
+    assert _echo(old, b"one") == b"one"
+    (tmp_path / "relay.toml").write_text(f'[relay]\n{maps}clients = ["127.0.0.0/8"]\n')
+    started.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while "SIGHUP: configuration reloaded" not in started.text():
+        assert time.monotonic() < deadline, started.text()
+        time.sleep(0.02)
+    new = socket.create_connection(("::1", port), timeout=5)
+    new.settimeout(5)
+    try:
+        assert new.recv(10) == b""  # denied: ::1 is no longer a relay client
+    except ConnectionResetError:
+        pass
+    new.close()
+    assert _echo(old, b"two") == b"two"  # the established one is untouched
+    old.close()
