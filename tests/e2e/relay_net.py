@@ -20,6 +20,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,15 +191,17 @@ def wait_udp(ns: Namespace, host: str, port: int, timeout: float = 10.0) -> dict
 
 
 class Relay:
-    """``totd-faith relay -c CONF`` in the relay namespace, stderr in a file."""
+    """``totd-faith relay -c CONF [FLAGS]`` in the relay namespace, stderr in a file."""
 
-    def __init__(self, ns: Namespace, workdir: Path, config_text: str) -> None:
+    def __init__(
+        self, ns: Namespace, workdir: Path, config_text: str, flags: Sequence[str] = ()
+    ) -> None:
         self.conf = workdir / "relay.toml"
         self.conf.write_text(config_text)
         self.log = workdir / "relay.log"
         self._log_file = self.log.open("w")
         self.proc = ns.popen(
-            "totd-faith", "relay", "-c", str(self.conf), stdout=self._log_file,
+            "totd-faith", "relay", "-c", str(self.conf), *flags, stdout=self._log_file,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
 

@@ -202,3 +202,21 @@ def test_denied_destinations_in_all_ports_mode(net: Hosts, tmp_path: Path) -> No
     assert f"-> [{embed(RELAY_V4)}]:9999 denied: destination {RELAY_V4} is this relay host" in out
     assert f"-> [{embed('127.0.0.1')}]:9999 denied: loopback" in out
     assert relay.terminate() == 0
+
+
+def test_two_workers_share_the_tproxy_port(net: Hosts, tmp_path: Path) -> None:
+    """`--all-ports -w 2`: one worker installs the nft table (the other finds it in place),
+    both accept on the tproxy port, and the table is gone after SIGTERM."""
+    relay = Relay(net.relay, tmp_path, "", ["--prefix", PREFIX, "--all-ports", "-w", "2"])
+    wait_tcp(net.client, SERVER_V6, 8080, timeout=15.0)
+    assert many_udp_sessions(net.client, SERVER_V6, 9999, 200) == {"missing": [], "wrong": []}
+    for _ in range(4):
+        out = net.client.run(sys.executable, "-c", _TCP_ROUND_TRIP, SERVER_V6, "8080", "65536")
+        assert out.stdout.split()[-1] == "True"
+    assert relay.terminate() == 0, relay.output()
+    log = relay.output()
+    assert log.count("relaying every TCP and UDP port") == 2, log
+    assert log.count("applied: steer TCP and UDP") == 1, log  # one installs, one finds it
+    assert log.count("removed: steer TCP and UDP") == 1, log
+    status, listing, routes = nft_state(net)
+    assert status != 0 and "fwmark" not in listing and routes.strip() == "", log

@@ -141,3 +141,17 @@ def test_refused_backend_ends_the_session(net: Hosts, relay: Relay) -> None:
     out = relay.wait_log(re.escape(key) + r".*ended: backend refused \(port unreachable\)$")
     (line,) = [ln for ln in out.splitlines() if key in ln]
     assert "1 datagrams/7 bytes out, 0 datagrams/0 bytes in" in line
+
+
+def test_command_line_flags_and_two_workers(net: Hosts, tmp_path: Path) -> None:
+    """`--prefix --port --manage-routes -w 2`: both workers share UDP port 7 (SO_REUSEPORT)
+    and each client flow stays with one of them."""
+    relay = Relay(
+        net.relay, tmp_path, "", ["--prefix", PREFIX, "--port", "7", "--manage-routes", "-w", "2"]
+    )
+    probe = wait_udp(net.client, SERVER_V6, 7)
+    assert probe["replies"][0].get("source") == [SERVER_V6, 7], relay.output()
+    assert many_udp_sessions(net.client, SERVER_V6, 7, 200) == {"missing": [], "wrong": []}
+    assert relay.terminate() == 0, relay.output()
+    routes = net.relay.run("ip", "-6", "route", "show", "table", "local", PREFIX).stdout
+    assert routes.strip() == "", relay.output()
