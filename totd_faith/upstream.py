@@ -31,7 +31,7 @@ import dns.message
 import dns.rcode
 
 from totd_faith.dnsstats import DnsStats
-from totd_faith.dnswire import HEADER_SIZE, skip_name
+from totd_faith.dnswire import HEADER_SIZE, render_query, skip_name
 from totd_faith.endpoints import Endpoint
 
 log = logging.getLogger("totd_faith.upstream")
@@ -59,6 +59,36 @@ class _Pending:
 def _expire(future: asyncio.Future[object]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def query_wire(message: dns.message.Message) -> bytes:
+    """``message`` in wire form with ID 0 (the ID is patched per attempt).
+
+    The common shape (one question, an OPT without options, nothing else) is
+    rendered by :func:`~totd_faith.dnswire.render_query`; anything else by
+    dnspython.
+    """
+    if (
+        len(message.question) == 1
+        and not message.answer
+        and not message.authority
+        and not message.additional
+        and not message.options
+        and message.keyring is None
+    ):
+        question = message.question[0]
+        return render_query(
+            0,
+            int(message.flags),
+            question.name.labels,
+            question.rdtype,
+            question.rdclass,
+            message.edns,
+            message.payload,
+            int(message.ednsflags),
+        )
+    message.id = 0
+    return message.to_wire()
 
 
 def reply_matches(data: bytes, qid: int, question: bytes) -> bool:
@@ -203,8 +233,7 @@ class UpstreamPool:
         when nobody does better (DNS64 treats SERVFAIL as "synthesize", RFC 6147
         section 5.1.3, so it must not be swallowed).
         """
-        message.id = 0
-        wire = message.to_wire()
+        wire = query_wire(message)
         question = wire[HEADER_SIZE : skip_name(wire, HEADER_SIZE) + 4].lower()
         fallback: dns.message.Message | None = None
         order = self._order()

@@ -25,6 +25,7 @@ from totd_faith.dnswire import (
     SECTION_ANSWER,
     SECTION_AUTHORITY,
     formerr_for,
+    render_query,
     scan_query,
     skip_name,
     walk_response,
@@ -140,6 +141,37 @@ def test_scan_query_on_mutated_queries_agrees_with_dnspython(name, rdtype, edns,
     assert parsed.question[0].rdtype == head.qtype
     assert parsed.question[0].name.to_wire().lower() == head.question_key[:-4]
     assert bool(head.flags & KEY_EDNS) == (parsed.edns >= 0)
+
+
+@settings(max_examples=500)
+@given(
+    names,
+    rdtypes,
+    rdclasses,
+    st.integers(0, 65535),
+    st.sampled_from([0, 0x0100, 0x0110, 0x0130, 0x0020]),
+    st.booleans(),
+    st.booleans(),
+    st.integers(512, 65535),
+)
+def test_render_query_matches_dnspython(name, rdtype, rdclass, qid, flags, edns, do, payload):
+    message = dns.message.QueryMessage(id=qid)
+    message.flags = flags
+    message.question = [dns.rrset.RRset(name, rdclass, rdtype)]
+    if edns:
+        message.use_edns(0, dns.flags.DO if do else 0, payload)
+    expected = message.to_wire()
+    got = render_query(
+        qid,
+        int(message.flags),
+        name.labels,
+        rdtype,
+        rdclass,
+        message.edns,
+        message.payload,
+        int(message.ednsflags),
+    )
+    assert got == expected
 
 
 def test_scan_query_rejects_what_is_not_plain():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dns.edns
 import dns.message
 
 from totd_faith.dnswire import HEADER_SIZE, skip_name
@@ -39,3 +40,28 @@ def test_wrong_id_question_type_or_direction_is_rejected():
     assert not reply_matches(bytes(as_query), 7, question)
     assert not reply_matches(good.to_wire()[:20], 7, question)
     assert not reply_matches(b"", 7, question)
+
+
+def test_query_wire_matches_dnspython_for_the_cores_upstream_queries():
+    import dns.flags
+    import dns.name
+
+    from totd_faith.dns64.messages import upstream_query
+    from totd_faith.upstream import query_wire
+
+    for flags, edns_kwargs in (
+        (dns.flags.RD, {}),
+        (dns.flags.RD | dns.flags.CD, {"use_edns": 0, "want_dnssec": True}),
+        (dns.flags.RD | dns.flags.AD, {"use_edns": 0, "payload": 4096}),
+    ):
+        client = dns.message.make_query("Www.Example.", "AAAA", **edns_kwargs)
+        client.flags = flags
+        for rdtype in (28, 1):
+            message = upstream_query(client, client.question[0].name, rdtype, 1, 1232)
+            message.id = 0
+            assert query_wire(message) == message.to_wire()
+    # Shapes the fast renderer does not handle still go through dnspython.
+    with_option = dns.message.make_query("example.", "A", use_edns=0, options=[])
+    with_option.use_edns(0, 0, 1232, options=[dns.edns.GenericOption(65001, b"x")])
+    with_option.id = 0
+    assert query_wire(with_option) == with_option.to_wire()
