@@ -8,10 +8,15 @@ another instance set up.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
 import shlex
 import subprocess
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 from totd_faith.errors import OperatorError
 from totd_faith.hostsetup import Step, parse_link_local
@@ -22,6 +27,7 @@ log = logging.getLogger("totd_faith.hostsetup")
 Runner = Callable[[Sequence[str], str | None], tuple[int, str]]
 
 _TIMEOUT = 30.0
+_LOCK_NAME = "totd-faith-hostsetup.lock"
 
 
 class HostSetupError(OperatorError):
@@ -44,6 +50,30 @@ def run_command(argv: Sequence[str], stdin: str | None = None) -> tuple[int, str
     except subprocess.TimeoutExpired:
         return 124, f"timed out after {_TIMEOUT:.0f} s"
     return done.returncode, (done.stdout + done.stderr).strip()
+
+
+@contextlib.contextmanager
+def host_lock() -> Iterator[None]:
+    """Serialise check-then-apply across processes (relay workers start together).
+
+    Without it two workers could both find the fwmark rule missing and the
+    slower one would fail on "File exists"; with it the second one finds the
+    first one's work in place.  The lock file lives in /run/lock when writable.
+    """
+    directory = Path("/run/lock")
+    if not os.access(directory, os.W_OK):
+        directory = Path(tempfile.gettempdir())
+    try:
+        # O_NOFOLLOW: in a shared temporary directory a planted symlink is refused.
+        fd = os.open(directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        yield  # no lock possible: the re-check in apply() still covers most races
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def is_applied(step: Step, runner: Runner = run_command) -> bool:
@@ -69,6 +99,11 @@ def apply(steps: Sequence[Step], runner: Runner = run_command) -> list[Step]:
     On a failure, the steps applied so far are undone again (in reverse order)
     before the error is raised, so a failed start leaves the host as it was.
     """
+    with host_lock():
+        return _apply(steps, runner)
+
+
+def _apply(steps: Sequence[Step], runner: Runner) -> list[Step]:
     applied: list[Step] = []
     for step in steps:
         if is_applied(step, runner):
@@ -81,7 +116,7 @@ def apply(steps: Sequence[Step], runner: Runner = run_command) -> list[Step]:
             log.info("already in place: %s", step.description)
             continue
         if status != 0:
-            undo(applied, runner)
+            _undo(applied, runner)
             raise _failure(step, step.apply, output)
         log.info("applied: %s", step.description)
         applied.append(step)
@@ -95,6 +130,11 @@ def undo(steps: Sequence[Step], runner: Runner = run_command) -> list[Step]:
     skipped; a failing undo is logged and the rest still run (stop must not
     leave more behind than it has to).
     """
+    with host_lock():
+        return _undo(steps, runner)
+
+
+def _undo(steps: Sequence[Step], runner: Runner) -> list[Step]:
     removed: list[Step] = []
     for step in reversed(steps):
         if step.undo is None:
