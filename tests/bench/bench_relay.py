@@ -105,10 +105,13 @@ def process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
 
 def relay_argv(kind: str, listen: int, target: int, tmp: Path) -> list[str] | None:
     if kind.startswith("totd-faith"):
-        engine = {"splice": "on", "auto": "auto", "copy": "off"}[kind.split("(")[1].rstrip(")")]
-        config = tmp / f"relay-{engine}-{listen}.toml"
+        options = kind.split("(")[1].rstrip(")").split(", ")
+        engine = {"splice": "on", "auto": "auto", "copy": "off"}[options[0]]
+        workers = int(options[1].split()[0]) if len(options) > 1 else 1
+        config = tmp / f"relay-{engine}-{workers}-{listen}.toml"
         config.write_text(
             "[log]\nconnections = false\n"
+            f"[service]\nworkers = {workers}\n"
             f'[relay]\nsplice = "{engine}"\nmax_connections = 100000\n'
             "max_connections_per_client = 100000\n"
             f'maps = ["[::1]:{listen}=127.0.0.1:{target}"]\n'
@@ -138,7 +141,7 @@ def iperf(host: str, port: int, seconds: int) -> float:
     return float(data["end"]["sum_received"]["bits_per_second"]) / 1e9
 
 
-def wrk(url: str, seconds: int) -> tuple[float, int]:
+def wrk(url: str, seconds: int) -> tuple[float, int, int]:
     out = subprocess.run(
         ["wrk", "-t1", "-c50", f"-d{seconds}s", "-H", "Connection: close", url],
         capture_output=True,
@@ -150,7 +153,26 @@ def wrk(url: str, seconds: int) -> tuple[float, int]:
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     bad = sum(int(g) for g in errors.groups()) if errors else 0
     bad += int(non2xx.group(1)) if non2xx else 0
-    return (float(rate.group(1)) if rate else 0.0), bad
+    done = re.search(r"(\d+) requests in", out)
+    return (float(rate.group(1)) if rate else 0.0), bad, int(done.group(1)) if done else 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU of ``pid``, its reaped children (6tunnel and socat fork) and its live children
+    (the worker processes of ``--workers``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        try:
+            cfields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(cfields[11]) + int(cfields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid: int) -> int:
@@ -232,6 +254,7 @@ def main() -> int:
         "totd-faith (splice)",
         "totd-faith (auto)",
         "totd-faith (copy)",
+        "totd-faith (auto, 2 workers)",
         "6tunnel",
         "socat",
     ]
@@ -247,6 +270,7 @@ def main() -> int:
     gbps: dict[str, list[float]] = {kind: [] for kind in kinds}
     rates: dict[str, list[float]] = {kind: [] for kind in kinds}
     errors: dict[str, int] = dict.fromkeys(kinds, 0)
+    cpu_per_conn: dict[str, list[float]] = {kind: [] for kind in kinds}
     with ExitStack() as stack:
         stack.enter_context(
             process(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(iperf_port)], tmp / "iperf3.log")
@@ -257,6 +281,7 @@ def main() -> int:
         wait_tcp("127.0.0.1", nginx_port)
         wait_tcp("127.0.0.1", iperf_port)
         targets: dict[str, tuple[str, int, str]] = {}
+        http_pids: dict[str, int] = {}
         for kind in kinds:
             p_iperf, p_http = free_port("::1"), free_port("::1")
             argv_a = relay_argv(kind, p_iperf, iperf_port, tmp)
@@ -265,7 +290,7 @@ def main() -> int:
                 targets[kind] = ("127.0.0.1", iperf_port, f"http://127.0.0.1:{nginx_port}/")
                 continue
             stack.enter_context(process(argv_a, tmp / f"{kind}-a.log"))
-            stack.enter_context(process(argv_b, tmp / f"{kind}-b.log"))
+            http_pids[kind] = stack.enter_context(process(argv_b, tmp / f"{kind}-b.log")).pid
             wait_tcp("::1", p_iperf)
             wait_tcp("::1", p_http)
             targets[kind] = ("::1", p_iperf, f"http://[::1]:{p_http}/")
@@ -273,22 +298,32 @@ def main() -> int:
             for kind in kinds:
                 host, port, url = targets[kind]
                 gbps[kind].append(iperf(host, port, args.seconds))
-                rate, bad = wrk(url, args.seconds)
+                pid = http_pids.get(kind)
+                cpu0 = cpu_seconds(pid) if pid else 0.0
+                rate, bad, done = wrk(url, args.seconds)
+                cpu = (cpu_seconds(pid) - cpu0) / max(done, 1) * 1e6 if pid else 0.0
                 rates[kind].append(rate)
                 errors[kind] += bad
+                cpu_per_conn[kind].append(cpu)
                 print(
                     f"  round {round_ + 1} {kind:22s} {gbps[kind][-1]:7.2f} Gbit/s "
-                    f"{rate:9.0f} conn/s ({bad} errors)",
+                    f"{rate:9.0f} conn/s ({bad} errors), relay CPU {cpu:.0f} us/conn",
                     flush=True,
                 )
     print()
     print(f"medians of {args.rounds} interleaved rounds of {args.seconds} s each:")
-    print("| path | iperf3 Gbit/s | wrk conn/s (Connection: close) | wrk errors |")
-    print("|---|---:|---:|---:|")
+    print(
+        "| path | iperf3 Gbit/s | wrk conn/s (Connection: close) | relay CPU us/conn | wrk errors |"
+    )
+    print("|---|---:|---:|---:|---:|")
     for kind in kinds:
-        print(f"| {kind} | {median(gbps[kind]):.2f} | {median(rates[kind]):.0f} | {errors[kind]} |")
+        cpu_text = f"{median(cpu_per_conn[kind]):.0f}" if kind in http_pids else "-"
+        print(
+            f"| {kind} | {median(gbps[kind]):.2f} | {median(rates[kind]):.0f} | {cpu_text} "
+            f"| {errors[kind]} |"
+        )
     by = {kind: (median(gbps[kind]), median(rates[kind])) for kind in kinds}
-    for ours in ("totd-faith (splice)", "totd-faith (auto)", "totd-faith (copy)"):
+    for ours in [kind for kind in kinds if kind.startswith("totd-faith")]:
         if ours in by and "6tunnel" in by and "direct" in by:
             g, r = by[ours]
             print(
