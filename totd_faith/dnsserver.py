@@ -539,9 +539,16 @@ class _UdpListener:
                             except OSError:
                                 pass
                             rcode = hit[3] & 0x0F
-                            if len(replays) >= REPLAY_MAX:
-                                replays.clear()
-                            replays[data[2:]] = (out[2:], found[1], client_class, head[4], rcode)
+                            if len(out) <= REPLAY_MAX_BYTES:
+                                if len(replays) >= REPLAY_MAX:
+                                    replays.clear()
+                                replays[data[2:]] = (
+                                    out[2:],
+                                    found[1],
+                                    client_class,
+                                    head[4],
+                                    rcode,
+                                )
                             stats.cache_hits += 1
                             by_type[head[4]] += 1
                             by_rcode[rcode] += 1
@@ -571,8 +578,10 @@ class _UdpListener:
 
 #: One-byte values for header byte 2, precomputed (no per-packet bytes() call).
 _RD_PATCH = [bytes((i,)) for i in range(256)]
-#: Most remembered exact queries for the replay path (cleared when full).
+#: Most remembered exact queries for the replay path (cleared when full),
+#: and the largest answer remembered there (bounds it to about 5 MB).
 REPLAY_MAX = 4_096
+REPLAY_MAX_BYTES = 1_232
 #: Datagrams handled per wake-up before other work gets a turn.
 UDP_BATCH = 64
 _UDP_RECV_SIZE = 65_535
