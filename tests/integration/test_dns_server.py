@@ -288,3 +288,31 @@ def test_reload_adopts_new_upstreams_and_clears_the_cache():
             second.close()
 
     run(main())
+
+
+def test_repeated_identical_queries_are_replayed_with_their_own_ids():
+    async def main() -> None:
+        upstream = await FakeUpstream(replies("192.0.2.1")).start()
+        service, endpoint = await start_service(make_config([upstream.endpoint]))
+        try:
+            wire = bytearray(a_query("Replay.Example.", use_edns=0).to_wire())
+            for qid in (1, 2, 3, 0xFFFF):
+                wire[0:2] = qid.to_bytes(2, "big")
+                data = await udp_exchange(endpoint, bytes(wire))
+                assert data is not None
+                response = dns.message.from_wire(data)
+                assert response.id == qid
+                assert response.question[0].name.to_text() == "Replay.Example."
+                assert response.answer[0][0].address == "192.0.2.1"
+            assert upstream.udp_queries == 1
+            assert service.stats.cache_hits == 3
+            assert len(service.replays) == 1
+            # Another letter case is another byte string: the scan path answers it.
+            other = await udp_query(endpoint, a_query("REPLAY.example.", use_edns=0))
+            assert other.question[0].name.to_text() == "REPLAY.example."
+            assert len(service.replays) == 2
+        finally:
+            await service.stop(0)
+            upstream.close()
+
+    run(main())
