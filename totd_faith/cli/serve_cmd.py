@@ -65,6 +65,12 @@ class OptionalRelay:
         self.running = False
 
     async def start(self) -> None:
+        if not wants_relay(self.relay.config):
+            # Not started, so that a SIGHUP adding ports or maps starts it (see reload).
+            log.info(
+                "relay: nothing to relay (relay.ports, relay.maps and relay.all_ports are empty)"
+            )
+            return
         try:
             await self.relay.start()
         except OperatorError as exc:
@@ -84,18 +90,17 @@ class OptionalRelay:
             await self.relay.stop(drain_timeout)
 
 
-def build_services(config: Config, worker: int = 0) -> list[Service]:
-    """DNS64 proxy, relay (when it has something to relay) and metrics for one worker."""
-    dns = DnsService(config)
-    services: list[Service] = [dns]
-    relay_stats = None
+def wants_relay(config: Config) -> bool:
     relay = config.relay
-    if relay.ports or relay.maps or relay.all_ports:
-        relay_service = RelayService(config)
-        relay_stats = relay_service.stats
-        services.append(OptionalRelay(relay_service))
-    else:
-        log.info("relay: nothing to relay (relay.ports, relay.maps and relay.all_ports are empty)")
+    return bool(relay.ports or relay.maps or relay.all_ports)
+
+
+def build_services(config: Config, worker: int = 0) -> list[Service]:
+    """DNS64 proxy, relay (started when it has something to relay) and metrics for one worker."""
+    dns = DnsService(config)
+    relay_service = RelayService(config)
+    relay_stats = relay_service.stats
+    services: list[Service] = [dns, OptionalRelay(relay_service)]
     endpoint = metrics_endpoint(config)
     if endpoint is not None:
         # Each worker serves its own counters, worker k on metrics port + k.
