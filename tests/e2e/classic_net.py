@@ -98,12 +98,16 @@ http {{
 
 def serve_config(
     *,
-    ports: tuple[int, ...] = (80, 7),
+    ports: tuple[int | str, ...] = (80, 7),
     hosts_file: Path | None = None,
     manage_routes: bool = False,
     drain_timeout: float = 8.0,
 ) -> str:
-    """The TOML configuration the test writes for ``totd-faith serve``."""
+    """The TOML configuration the test writes for ``totd-faith serve``.
+
+    A port is a number (TCP and UDP) or a TOML inline table such as
+    ``'{ port = 80, protocols = ["tcp"] }'``.
+    """
     hosts = f'["{hosts_file}"]' if hosts_file is not None else "[]"
     return textwrap.dedent(
         f"""\
@@ -185,9 +189,12 @@ def build(topo: Topology, tmp: Path) -> Site:
     host.add_address("eth1", f"{HOST_V4}/24")
     server.add_address("eth0", f"{SERVER_V4}/24")
     server.sysctl("net.ipv6.conf.all.disable_ipv6", 1)  # IPv4 only: no way around the relay
-    # A small client receive window keeps the relay busy for the whole slow download, so a
-    # signal sent during it meets a connection the relay is still copying.
+    # Small socket buffers on the client and on the host's side of the relay keep the relay
+    # copying for (nearly) the whole slow download, so a signal sent during it meets a
+    # connection the relay is still working on (with default buffers the relay would be done
+    # once 4 MB sat in its send buffer).  The tcp_* sysctls also govern TCP over IPv6.
     client.sysctl("net.ipv4.tcp_rmem", "4096 65536 131072")
+    host.sysctl("net.ipv4.tcp_wmem", "4096 16384 262144")
 
     # The client's resolver is serve, as on a real IPv6-only host (ip netns exec bind-mounts
     # /etc/netns/NAME/resolv.conf over /etc/resolv.conf).
@@ -321,8 +328,9 @@ def dig(
 _ECHO = textwrap.dedent(
     """
     import json, os, socket, sys, threading, time
-    host, port, tcp_bytes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    sizes = [int(s) for s in sys.argv[4:]]
+    host, port = sys.argv[1], int(sys.argv[2])
+    tcp_bytes, attempts = int(sys.argv[3]), int(sys.argv[4])
+    sizes = [int(s) for s in sys.argv[5:]]
     out = {"tcp_ok": False, "udp": []}
     payload = os.urandom(tcp_bytes)
     with socket.create_connection((host, port), timeout=10) as s:
@@ -342,7 +350,7 @@ _ECHO = textwrap.dedent(
     for size in sizes:
         data = os.urandom(size)
         entry = {"size": size, "ok": False}
-        for attempt in range(5):  # UDP: a first datagram may race the relay's new session
+        for attempt in range(attempts):  # UDP: a datagram may be lost; resend it
             u.sendto(data, (host, port))
             try:
                 reply, source = u.recvfrom(65535)
@@ -356,11 +364,14 @@ _ECHO = textwrap.dedent(
 )
 
 
-def echo(ns: Namespace, host: str, port: int, tcp_bytes: int, *udp_sizes: int) -> dict[str, Any]:
-    """Echo ``tcp_bytes`` over TCP and one datagram per size over UDP; what came back."""
+def echo(
+    ns: Namespace, host: str, port: int, tcp_bytes: int, *udp_sizes: int, attempts: int = 5
+) -> dict[str, Any]:
+    """Echo ``tcp_bytes`` over TCP and one datagram per size over UDP (each sent up to
+    ``attempts`` times, 1 s apart, until it comes back); what came back."""
     result = ns.run(
-        sys.executable, "-c", _ECHO, host, str(port), str(tcp_bytes), *map(str, udp_sizes),
-        timeout=60,
+        sys.executable, "-c", _ECHO, host, str(port), str(tcp_bytes), str(attempts),
+        *map(str, udp_sizes), timeout=60,
     )  # fmt: skip
     parsed: dict[str, Any] = json.loads(result.stdout)
     return parsed
@@ -453,8 +464,9 @@ class Serve:
                 raise AssertionError(f"serve never logged {pattern!r}" + self.context())
             time.sleep(0.05)
 
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        self.wait_log(r"serve: relay prefixes", timeout)
+    def wait_ready(self, timeout: float = 20.0, *, relay: bool = True) -> None:
+        """Wait for serve's start-up lines (with ``relay``: also the relay's)."""
+        self.wait_log(r"serve: relay prefixes" if relay else r"serve: prefixes", timeout)
 
     def signal(self, sig: signal.Signals) -> None:
         self.proc.send_signal(sig)
@@ -497,7 +509,7 @@ def start_serve(
     (unless ``relay_ready`` is false: then only DNS is waited for)."""
     serve = Serve(site.host, site.tmp, config_text, name)
     try:
-        serve.wait_ready(timeout)
+        serve.wait_ready(timeout, relay=relay_ready)
         poll(
             "serve answering DNS for the client",
             lambda: dig(site.client, "AAAA", WWW)[0] == "NOERROR",
