@@ -187,8 +187,8 @@ class DnsService:
         )
         self.memo: dict[str, int] = {}
         #: Query bytes after the ID -> (answer bytes after the ID, valid until,
-        #: client class, qtype, rcode); see _UdpListener.readable.
-        self.replays: dict[bytes, tuple[bytes, float, int, int, int]] = {}
+        #: client class, qtype << 4 | rcode); see _UdpListener._reader.
+        self.replays: dict[bytes, tuple[bytes, float, int, int]] = {}
         self.resolver: Resolver | None = None
         self.upstreams: UpstreamPool | None = None
         self.inflight = 0
@@ -406,9 +406,8 @@ class DnsService:
             if formerr is not None:
                 stats.responses_by_rcode[dns.rcode.FORMERR] += 1
             return formerr
-        if head is None:
-            stats.queries_by_type[query.question[0].rdtype if query.question else 0] += 1
-        else:
+        stats.queries_by_type[query.question[0].rdtype if query.question else 0] += 1
+        if head is not None:
             stats.cache_misses += 1
         # Opcode, question count, EDNS version and ACL are the core's decisions.
         response = await self._resolve(query, host)
@@ -467,7 +466,7 @@ class _UdpListener:
         self.closed = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.add_reader(self.sock.fileno(), self.readable)
+        loop.add_reader(self.sock.fileno(), self._reader())
 
     def close(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self.closed:
@@ -475,94 +474,111 @@ class _UdpListener:
             loop.remove_reader(self.sock.fileno())
             self.sock.close()
 
-    def readable(self) -> None:
+    def _reader(self) -> Callable[[], None]:
+        """The readiness callback, as a closure: its state lives in cells, so a
+        wake-up that brings one datagram costs no attribute look-ups."""
         service = self.service
         recvfrom = self.sock.recvfrom
         sendto = self.sock.sendto
         memo = service.memo
         replays = service.replays
         stats = service.stats
-        by_type = stats.queries_by_type
-        by_rcode = stats.responses_by_rcode
-        log_queries = service.log_queries
-        # One clock reading per batch: a batch takes well under a second, and
-        # cached TTLs change only on whole seconds.
-        now = service.clock()
-        for _ in range(UDP_BATCH):
+        replayed = stats.replayed
+        clock = service.clock
+        other = self.other
+
+        def readable() -> None:
+            # One clock reading per batch: a batch takes well under a second,
+            # and cached TTLs change only on whole seconds.
+            now = clock()
+            hits = 0
             try:
-                data, addr = recvfrom(_UDP_RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                # e.g. ECONNREFUSED left by an ICMP error for an earlier answer.
-                continue
-            try:
-                # Replay: these exact bytes (all but the ID) were answered from
-                # the cache within the current second for a client of the same
-                # class, so the answer is the same bytes with this query's ID.
-                replay = replays.get(data[2:])
-                if replay is not None and now < replay[1] and memo.get(addr[0]) == replay[2]:
+                for _ in range(UDP_BATCH):
                     try:
-                        sendto(data[:2] + replay[0], addr)
+                        data, addr = recvfrom(_UDP_RECV_SIZE)
+                    except (BlockingIOError, InterruptedError):
+                        return
                     except OSError:
-                        pass
-                    stats.cache_hits += 1
-                    by_type[replay[3]] += 1
-                    by_rcode[replay[4]] += 1
-                    if log_queries:
-                        service._log_query(addr[0], data[:2] + replay[0], True)
-                    continue
-                head = scan_query(data)
-                if head is not None:
-                    host = addr[0]
-                    client_class = memo.get(host)
-                    if client_class is None:
-                        client_class = service.classify(host)
-                    if client_class >= 0:
-                        found = service.cache.get_fresh((head[0], head[2] | client_class), now)
-                        if found is not None and len(found[0]) <= head[3]:
-                            hit = found[0]
-                            question_end = head[1]
-                            # ID from the query; RD copied (RFC 1035 section 4.1.1);
-                            # the question exactly as asked, letter case included.
-                            out = b"".join(
-                                (
-                                    data[:2],
-                                    _RD_PATCH[hit[2] & 0xFE | data[2] & 0x01],
-                                    hit[3:HEADER_SIZE],
-                                    data[HEADER_SIZE:question_end],
-                                    hit[question_end:],
-                                )
+                        # e.g. ECONNREFUSED left by an ICMP error for an earlier answer.
+                        continue
+                    # Replay: these exact bytes (all but the ID) were answered from
+                    # the cache within the current second for a client of the same
+                    # class, so the answer is the same bytes with this query's ID.
+                    replay = replays.get(data[2:])
+                    if replay is not None and now < replay[1] and memo.get(addr[0]) == replay[2]:
+                        try:
+                            sendto(data[:2] + replay[0], addr)
+                        except OSError:
+                            pass
+                        hits += 1
+                        replayed[replay[3]] += 1
+                        continue
+                    other(data, addr, now)
+            finally:
+                stats.cache_hits += hits
+
+        return readable
+
+    def other(self, data: bytes, addr: tuple[Any, ...], now: float) -> None:
+        """Everything but a replay: the scanned cache lookup, else the slow path."""
+        service = self.service
+        stats = service.stats
+        try:
+            if service.log_queries:
+                replay = service.replays.get(data[2:])
+                if replay is not None and now < replay[1]:
+                    service._log_query(addr[0], data[:2] + replay[0], True)
+            head = scan_query(data)
+            if head is not None:
+                host = addr[0]
+                client_class = service.memo.get(host)
+                if client_class is None:
+                    client_class = service.classify(host)
+                if client_class >= 0:
+                    found = service.cache.get_fresh((head[0], head[2] | client_class), now)
+                    if found is not None and len(found[0]) <= head[3]:
+                        hit = found[0]
+                        question_end = head[1]
+                        # ID from the query; RD copied (RFC 1035 section 4.1.1);
+                        # the question exactly as asked, letter case included.
+                        out = b"".join(
+                            (
+                                data[:2],
+                                _RD_PATCH[hit[2] & 0xFE | data[2] & 0x01],
+                                hit[3:HEADER_SIZE],
+                                data[HEADER_SIZE:question_end],
+                                hit[question_end:],
                             )
-                            try:
-                                sendto(out, addr)
-                            except OSError:
-                                pass
-                            rcode = hit[3] & 0x0F
-                            if len(out) <= REPLAY_MAX_BYTES:
-                                if len(replays) >= REPLAY_MAX:
-                                    replays.clear()
-                                replays[data[2:]] = (
-                                    out[2:],
-                                    found[1],
-                                    client_class,
-                                    head[4],
-                                    rcode,
-                                )
-                            stats.cache_hits += 1
-                            by_type[head[4]] += 1
-                            by_rcode[rcode] += 1
-                            if log_queries:
-                                service._log_query(host, out, True)
-                            continue
-                else:
-                    client_class = _REFUSED
-                if service.admit(data):
-                    limit = head[3] if head is not None else _udp_limit(data)
-                    service.spawn(self._answer(data, addr, head, client_class, limit))
-            except Exception:
-                stats.errors += 1
-                log.debug("dns: failed to handle a UDP packet from %s", addr, exc_info=True)
+                        )
+                        try:
+                            self.sock.sendto(out, addr)
+                        except OSError:
+                            pass
+                        rcode = hit[3] & 0x0F
+                        stats.cache_hits += 1
+                        stats.queries_by_type[head[4]] += 1
+                        stats.responses_by_rcode[rcode] += 1
+                        if service.log_queries:
+                            service._log_query(host, out, True)
+                        elif len(out) <= REPLAY_MAX_BYTES:
+                            # (With the query log on, every query goes through here.)
+                            if len(service.replays) >= REPLAY_MAX:
+                                service.replays.clear()
+                            service.replays[data[2:]] = (
+                                out[2:],
+                                found[1],
+                                client_class,
+                                (head[4] << 4) | rcode,
+                            )
+                        return
+            else:
+                client_class = _REFUSED
+            if service.admit(data):
+                limit = head[3] if head is not None else _udp_limit(data)
+                service.spawn(self._answer(data, addr, head, client_class, limit))
+        except Exception:
+            stats.errors += 1
+            log.debug("dns: failed to handle a UDP packet from %s", addr, exc_info=True)
 
     async def _answer(
         self, data: bytes, addr: tuple[Any, ...], head: QueryHead | None, cls: int, limit: int
