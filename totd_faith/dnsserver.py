@@ -524,10 +524,6 @@ class _UdpListener:
         service = self.service
         stats = service.stats
         try:
-            if service.log_queries:
-                replay = service.replays.get(data[2:])
-                if replay is not None and now < replay[1]:
-                    service._log_query(addr[0], data[:2] + replay[0], True)
             head = scan_query(data)
             if head is not None:
                 host = addr[0]
@@ -561,7 +557,7 @@ class _UdpListener:
                         if service.log_queries:
                             service._log_query(host, out, True)
                         elif len(out) <= REPLAY_MAX_BYTES:
-                            # (With the query log on, every query goes through here.)
+                            # Not with the query log on: every query must pass here.
                             if len(service.replays) >= REPLAY_MAX:
                                 service.replays.clear()
                             service.replays[data[2:]] = (
