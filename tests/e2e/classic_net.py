@@ -102,6 +102,7 @@ def serve_config(
     hosts_file: Path | None = None,
     manage_routes: bool = False,
     drain_timeout: float = 8.0,
+    workers: int = 1,
 ) -> str:
     """The TOML configuration the test writes for ``totd-faith serve``.
 
@@ -124,6 +125,7 @@ def serve_config(
 
         [service]
         drain_timeout = {drain_timeout}
+        workers = {workers}
         """
     )
 

@@ -256,6 +256,33 @@ def test_sighup_adding_the_first_udp_port_relays_udp(scenario: Scenario) -> None
     assert result["udp"][0]["ok"], f"{result}{serve.context()}"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="dnsserver.py _socket() never sets SO_REUSEPORT, so with service.workers > 1 the "
+    "second worker cannot bind the DNS address and serve exits 1",
+)
+def test_two_workers_serve_reload_and_stop(scenario: Scenario) -> None:
+    site = scenario.site
+    scenario.stop()
+    serve = Serve(site.host, site.tmp, serve_config(workers=2), "serve-workers")
+    scenario.serve = serve
+    poll(
+        "both workers serving",
+        lambda: serve.output().count("serve: relay prefixes") == 2 or serve.proc.poll() is not None,
+        20,
+    )
+    assert serve.proc.poll() is None, serve.context()
+    assert dig(site.client, "AAAA", WWW)[1] == [(WWW + ".", "AAAA", SERVER_V6)], serve.context()
+    for _ in range(4):  # the kernel spreads connections over both workers
+        page = site.client.run(*curl_argv(f"http://{WWW}/", "-6"), check=False)
+        assert page.stdout == PAGE + f"200 {len(PAGE)}", page.stderr + serve.context()
+    serve.signal(signal.SIGHUP)
+    poll("both workers reloaded", lambda: serve.output().count("configuration reloaded") == 2, 15)
+    status, _ = serve.terminate()
+    assert status == 0, serve.context()
+    scenario.serve = None
+
+
 def test_sigterm_drains_the_download_and_exits_zero(scenario: Scenario, tmp_path: Path) -> None:
     site = scenario.site
     drain = 8.0
