@@ -129,6 +129,7 @@ def relay_argv(kind: str, listen: int, target: int, tmp: Path) -> list[str] | No
 
 
 def iperf(host: str, port: int, seconds: int) -> float:
+    """Received Gbit/s of one ``iperf3 -c`` run."""
     out = subprocess.run(
         ["iperf3", "-c", host, "-p", str(port), "-t", str(seconds), "-J"],
         capture_output=True,
@@ -271,6 +272,7 @@ def main() -> int:
     rates: dict[str, list[float]] = {kind: [] for kind in kinds}
     errors: dict[str, int] = dict.fromkeys(kinds, 0)
     cpu_per_conn: dict[str, list[float]] = {kind: [] for kind in kinds}
+    cpu_per_gb: dict[str, list[float]] = {kind: [] for kind in kinds}
     with ExitStack() as stack:
         stack.enter_context(
             process(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(iperf_port)], tmp / "iperf3.log")
@@ -282,6 +284,7 @@ def main() -> int:
         wait_tcp("127.0.0.1", iperf_port)
         targets: dict[str, tuple[str, int, str]] = {}
         http_pids: dict[str, int] = {}
+        iperf_pids: dict[str, int] = {}
         for kind in kinds:
             p_iperf, p_http = free_port("::1"), free_port("::1")
             argv_a = relay_argv(kind, p_iperf, iperf_port, tmp)
@@ -289,7 +292,7 @@ def main() -> int:
             if argv_a is None or argv_b is None:
                 targets[kind] = ("127.0.0.1", iperf_port, f"http://127.0.0.1:{nginx_port}/")
                 continue
-            stack.enter_context(process(argv_a, tmp / f"{kind}-a.log"))
+            iperf_pids[kind] = stack.enter_context(process(argv_a, tmp / f"{kind}-a.log")).pid
             http_pids[kind] = stack.enter_context(process(argv_b, tmp / f"{kind}-b.log")).pid
             wait_tcp("::1", p_iperf)
             wait_tcp("::1", p_http)
@@ -297,7 +300,12 @@ def main() -> int:
         for round_ in range(args.rounds):
             for kind in kinds:
                 host, port, url = targets[kind]
+                ipid = iperf_pids.get(kind)
+                cpu0 = cpu_seconds(ipid) if ipid else 0.0
                 gbps[kind].append(iperf(host, port, args.seconds))
+                if ipid:
+                    gigabytes = gbps[kind][-1] * args.seconds / 8
+                    cpu_per_gb[kind].append((cpu_seconds(ipid) - cpu0) / max(gigabytes, 1e-9))
                 pid = http_pids.get(kind)
                 cpu0 = cpu_seconds(pid) if pid else 0.0
                 rate, bad, done = wrk(url, args.seconds)
@@ -307,7 +315,8 @@ def main() -> int:
                 cpu_per_conn[kind].append(cpu)
                 print(
                     f"  round {round_ + 1} {kind:22s} {gbps[kind][-1]:7.2f} Gbit/s "
-                    f"{rate:9.0f} conn/s ({bad} errors), relay CPU {cpu:.0f} us/conn",
+                    f"{rate:9.0f} conn/s ({bad} errors), relay CPU {cpu:.0f} us/conn"
+                    + (f", {cpu_per_gb[kind][-1]:.2f} s/GB" if cpu_per_gb[kind] else ""),
                     flush=True,
                 )
     print()
