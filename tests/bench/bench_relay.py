@@ -322,14 +322,16 @@ def main() -> int:
     print()
     print(f"medians of {args.rounds} interleaved rounds of {args.seconds} s each:")
     print(
-        "| path | iperf3 Gbit/s | wrk conn/s (Connection: close) | relay CPU us/conn | wrk errors |"
+        "| path | iperf3 Gbit/s | relay CPU s/GB | wrk conn/s (Connection: close) "
+        "| relay CPU us/conn | wrk errors |"
     )
-    print("|---|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|")
     for kind in kinds:
         cpu_text = f"{median(cpu_per_conn[kind]):.0f}" if kind in http_pids else "-"
+        gb_text = f"{median(cpu_per_gb[kind]):.2f}" if cpu_per_gb[kind] else "-"
         print(
-            f"| {kind} | {median(gbps[kind]):.2f} | {median(rates[kind]):.0f} | {cpu_text} "
-            f"| {errors[kind]} |"
+            f"| {kind} | {median(gbps[kind]):.2f} | {gb_text} | {median(rates[kind]):.0f} "
+            f"| {cpu_text} | {errors[kind]} |"
         )
     by = {kind: (median(gbps[kind]), median(rates[kind])) for kind in kinds}
     for ours in [kind for kind in kinds if kind.startswith("totd-faith")]:
