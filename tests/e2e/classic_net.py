@@ -103,13 +103,18 @@ def serve_config(
     manage_routes: bool = False,
     drain_timeout: float = 8.0,
     workers: int = 1,
+    clients: tuple[str, ...] | None = None,
 ) -> str:
     """The TOML configuration the test writes for ``totd-faith serve``.
 
     A port is a number (TCP and UDP) or a TOML inline table such as
-    ``'{ port = 80, protocols = ["tcp"] }'``.
+    ``'{ port = 80, protocols = ["tcp"] }'``.  ``clients`` replaces both access lists
+    (dns.allow and relay.clients; default: the embedded local networks).
     """
     hosts = f'["{hosts_file}"]' if hosts_file is not None else "[]"
+    acl = "" if clients is None else "[" + ", ".join(f'"{c}"' for c in clients) + "]"
+    dns_acl = f"allow = {acl}" if acl else ""
+    relay_acl = f"clients = {acl}" if acl else ""
     return textwrap.dedent(
         f"""\
         prefixes = ["{PREFIX}"]
@@ -118,10 +123,12 @@ def serve_config(
         listen = ["{DNS_SERVER}"]
         upstreams = ["{SERVER_V4}:53"]
         hosts_files = {hosts}
+        {dns_acl}
 
         [relay]
         ports = [{", ".join(map(str, ports))}]
         manage_routes = {"true" if manage_routes else "false"}
+        {relay_acl}
 
         [service]
         drain_timeout = {drain_timeout}
@@ -472,6 +479,13 @@ class Serve:
 
     def signal(self, sig: signal.Signals) -> None:
         self.proc.send_signal(sig)
+
+    def reload_rejected(self, config_text: str, timeout: float = 15.0) -> str:
+        """Rewrite the configuration with an invalid one, SIGHUP; serve's complaint."""
+        start = len(self.output())
+        self.conf.write_text(config_text)
+        self.signal(signal.SIGHUP)
+        return self.wait_log(r"SIGHUP: new configuration rejected.*", timeout, start).group(0)
 
     def reload(self, config_text: str, timeout: float = 15.0) -> int:
         """Rewrite the configuration file, SIGHUP, wait for the reload to be logged.

@@ -26,6 +26,7 @@ import pytest
 
 from tests.e2e.classic_net import (
     BIG_SIZE,
+    CLIENT_V6,
     DNS_SERVER,
     FILES,
     LEGACY,
@@ -226,6 +227,25 @@ def test_sighup_during_a_download_keeps_it_and_adopts_the_new_settings(
         start=reloaded_at,
     )
     assert int(ended.group(1)) > BIG_SIZE, ended.group(0)
+    assert serve.proc.poll() is None, serve.context()
+
+
+def test_sighup_keeps_the_old_config_when_the_new_one_is_invalid_then_adopts_an_acl(
+    scenario: Scenario,
+) -> None:
+    site = scenario.site
+    serve = scenario.start(serve_config())
+    complaint = serve.reload_rejected(serve_config(ports=(80, 70000)))
+    assert "relay.ports" in complaint and "70000" in complaint, complaint
+    page = site.client.run(*curl_argv(f"http://{WWW}/", "-6"), check=False)
+    assert page.stdout == PAGE + f"200 {len(PAGE)}", page.stderr + serve.context()
+
+    # Now an access list without the client's network: DNS refuses, the relay denies.
+    serve.reload(serve_config(clients=("127.0.0.0/8", "::1/128", "fd00:2::/64")))
+    assert dig(site.client, "AAAA", WWW)[0] == "REFUSED", serve.context()
+    denied = site.client.run(*curl_argv(f"http://[{SERVER_V6}]/"), check=False)
+    assert denied.returncode != 0, denied.stdout + serve.context()
+    serve.wait_log(rf"tcp \[{CLIENT_V6}\]:\d+ -> .*denied")
     assert serve.proc.poll() is None, serve.context()
 
 
