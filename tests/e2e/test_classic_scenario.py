@@ -255,6 +255,25 @@ def test_sighup_keeps_the_old_config_when_the_new_one_is_invalid_then_adopts_an_
     assert serve.proc.poll() is None, serve.context()
 
 
+def test_relay_port_taken_dns_keeps_serving_and_sighup_retries(scenario: Scenario) -> None:
+    site = scenario.site
+    scenario.stop()
+    squatter = site.host.popen(
+        "socat", "TCP6-LISTEN:80,ipv6only=1,reuseaddr,fork", "SYSTEM:echo squatter",
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    poll("the squatter listening", lambda: ":80 " in site.host.run("ss", "-Htln").stdout, 10)
+    serve = scenario.start(serve_config(), relay_ready=False)
+    problem = serve.wait_log(r"relay not started, DNS64 keeps serving: .*")
+    assert "[::]:80" in problem.group(0), problem.group(0)
+    assert dig(site.client, "AAAA", WWW)[1] == [(WWW + ".", "AAAA", SERVER_V6)], serve.context()
+    squatter.terminate()
+    squatter.wait(10)
+    serve.reload(serve_config())  # the same configuration: the relay is tried again
+    page = site.client.run(*curl_argv(f"http://{WWW}/", "-6"), check=False)
+    assert page.stdout == PAGE + f"200 {len(PAGE)}", page.stderr + serve.context()
+
+
 def test_sighup_starts_the_relay_when_the_first_ports_are_added(scenario: Scenario) -> None:
     site = scenario.site
     serve = scenario.start(serve_config(ports=()), relay_ready=False)
