@@ -420,3 +420,19 @@ def test_manage_routes_adds_the_route_at_start_and_removes_it_at_stop(
     assert ending.strip() in ("reset", "eof"), ending
     assert anyip_routes(site.host) == [], serve.context()
     scenario.serve = None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="relay/service.py: manage_routes applies the AnyIP routes in start() only; a "
+    "SIGHUP that adds a prefix leaves it without a route (and serve gives no advice)",
+)
+def test_manage_routes_routes_a_prefix_added_by_sighup(
+    scenario: Scenario, without_prefix_route: Site
+) -> None:
+    site = without_prefix_route
+    serve = scenario.start(serve_config(manage_routes=True, drain_timeout=1))
+    second = "2001:db8:65::/96"
+    serve.reload(serve_config(manage_routes=True).replace(f'"{PREFIX}"', f'"{PREFIX}", "{second}"'))
+    out = site.host.run("ip", "-6", "route", "show", "table", "local", "type", "local").stdout
+    assert f"local {second} dev lo" in out, out + serve.context()
