@@ -13,8 +13,9 @@ invalid configuration on SIGHUP (rejected, old one kept), an ACL adopted by SIGH
 that adds the first relay ports; SIGTERM (in-flight download drains, new connections
 refused, exit 0 within the drain time; the route setup added stays); serve without the
 route (names the command, keeps serving DNS); ``manage_routes`` adding and removing the
-route, an idle connection ended at the end of the drain.  Known gaps are strict xfails:
-UDP added by SIGHUP, two workers.
+route, an idle connection ended at the end of the drain; the relay's port taken at start
+(DNS keeps serving, SIGHUP retries).  Known gaps are strict xfails: UDP added by SIGHUP,
+two workers, manage_routes for a prefix added by SIGHUP.
 
 Run: ``pytest -q tests/e2e/test_classic_scenario.py`` as root (about 25 s).
 """
