@@ -12,9 +12,7 @@ from pathlib import Path
 import dns.name
 import pytest
 
-from tests.support.dnsprobe import wait_dns
 from tests.support.ports import free_port
-from tests.support.process import Daemon
 from totd_faith.endpoints import Endpoint
 from totd_faith.tcping import ResolveError, resolve_aaaa
 
@@ -32,7 +30,6 @@ ns      IN A   127.0.0.1
 v6      IN AAAA ::1
 alias   IN CNAME v6
 v4only  IN A   127.0.0.1
-one     IN A   0.0.0.1
 """ + "".join(f"many IN AAAA 2001:db8::{i:x}\n" for i in range(1, MANY + 1))
 
 ATTEMPT = re.compile(r"^\[::1\]:(\d+): seq=(\d+) (.*)$")
@@ -234,31 +231,3 @@ def test_truncated_answer_is_retried_over_tcp(dns_server: Endpoint) -> None:
 def test_resolve_error_type(dns_server: Endpoint) -> None:
     with pytest.raises(ResolveError, match="NXDOMAIN"):
         resolve_aaaa(dns.name.from_text("nope.check.test"), dns_server, 5.0)
-
-
-def test_through_totd_faith_dns64(dns_server: Endpoint, listener: int, tmp_path: Path) -> None:
-    """The whole path: NSD has only an A record, totd-faith dns synthesizes, check connects.
-
-    To keep every packet on loopback the prefix is ::/96 and the A record 0.0.0.1,
-    so the synthesized address is ::1 (RFC 6052 /96: the IPv4 address is the last
-    32 bits), where the listener waits.
-    """
-    port = free_port()
-    conf = tmp_path / "totd-faith.toml"
-    conf.write_text(
-        f'prefixes = ["::/96"]\n[dns]\nlisten = ["127.0.0.1:{port}"]\n'
-        f'upstreams = ["{dns_server}"]\n'
-    )
-    daemon = Daemon(
-        "totd-faith-dns", [sys.executable, "-m", "totd_faith", "dns", "-c", str(conf)], tmp_path
-    )
-    try:
-        endpoint = Endpoint(dns_server.host, port)
-        wait_dns(endpoint, "one.check.test", "AAAA", daemon=daemon)
-        result = check("one.check.test", str(listener), "-c", str(conf), "-n", "2", "-i", "0")
-    finally:
-        daemon.stop()
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0] == f"one.check.test: ::1 (::/96 -> 0.0.0.1), from 127.0.0.1:{port}"
-    assert [what.split(" time=")[0] for _, _, what in attempts(result.stdout)] == ["connected"] * 2
