@@ -58,6 +58,12 @@ def _parse_host(host: str) -> IPAddress:
     return unmap(ipaddress.ip_address(host.partition("%")[0]))
 
 
+@functools.lru_cache(maxsize=4096)
+def _sockaddr(endpoint: Endpoint) -> tuple[str, int]:
+    # Formatting an address costs more than the cache lookup; targets repeat.
+    return endpoint.sockaddr
+
+
 def _address(sockaddr: Any) -> tuple[IPAddress, int]:
     return _parse_host(sockaddr[0]), int(sockaddr[1])
 
@@ -381,7 +387,7 @@ class TcpRelay:
         sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         # Relayed protocols are often interactive (ssh, IMAP); forward at once.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        err = sock.connect_ex(backend.sockaddr)
+        err = sock.connect_ex(_sockaddr(backend))
         if err == errno.EINPROGRESS and _writable_now(sock):
             # Loopback and other local backends finish the handshake inside
             # connect() itself: skip the readiness wait (two epoll_ctl calls
