@@ -187,8 +187,8 @@ class DnsService:
         )
         self.memo: dict[str, int] = {}
         #: Query bytes after the ID -> (answer bytes after the ID, valid until,
-        #: client class, qtype << 4 | rcode); see _UdpListener._reader.
-        self.replays: dict[bytes, tuple[bytes, float, int, int]] = {}
+        #: client class, qtype, rcode); see _UdpListener._reader.
+        self.replays: dict[bytes, tuple[bytes, float, int, int, int]] = {}
         self.resolver: Resolver | None = None
         self.upstreams: UpstreamPool | None = None
         self.inflight = 0
@@ -483,7 +483,8 @@ class _UdpListener:
         memo = service.memo
         replays = service.replays
         stats = service.stats
-        replayed = stats.replayed
+        by_type = stats.queries_by_type
+        by_rcode = stats.responses_by_rcode
         clock = service.clock
         other = self.other
 
@@ -511,7 +512,8 @@ class _UdpListener:
                         except OSError:
                             pass
                         hits += 1
-                        replayed[replay[3]] += 1
+                        by_type[replay[3]] += 1
+                        by_rcode[replay[4]] += 1
                         continue
                     other(data, addr, now)
             finally:
@@ -564,7 +566,8 @@ class _UdpListener:
                                 out[2:],
                                 found[1],
                                 client_class,
-                                (head[4] << 4) | rcode,
+                                head[4],
+                                rcode,
                             )
                         return
             else:

@@ -18,12 +18,6 @@ class DnsStats:
     queries_by_type: defaultdict[int, int] = field(default_factory=lambda: defaultdict(int))
     #: Responses sent, by rcode.
     responses_by_rcode: defaultdict[int, int] = field(default_factory=lambda: defaultdict(int))
-    #: Cache hits answered by replaying a stored answer, by ``qtype << 4 | rcode``
-    #: (an int: cheaper to hash than a tuple on the hottest path); they
-    #: are not in queries_by_type / responses_by_rcode (the hottest path keeps
-    #: one counter): use :meth:`total_queries_by_type` and
-    #: :meth:`total_responses_by_rcode` for the sums.
-    replayed: defaultdict[int, int] = field(default_factory=lambda: defaultdict(int))
     cache_hits: int = 0
     cache_misses: int = 0
     #: AAAA answers holding at least one address inside a translation prefix.
@@ -47,18 +41,6 @@ class DnsStats:
     errors: int = 0
     tcp_connections: int = 0
     tcp_rejected: int = 0
-
-    def total_queries_by_type(self) -> dict[int, int]:
-        totals = dict(self.queries_by_type)
-        for key, count in self.replayed.items():
-            totals[key >> 4] = totals.get(key >> 4, 0) + count
-        return totals
-
-    def total_responses_by_rcode(self) -> dict[int, int]:
-        totals = dict(self.responses_by_rcode)
-        for key, count in self.replayed.items():
-            totals[key & 0x0F] = totals.get(key & 0x0F, 0) + count
-        return totals
 
     def as_dict(self) -> dict[str, object]:
         out: dict[str, object] = {}

@@ -18,7 +18,6 @@ import dns.asyncquery
 import dns.message
 import dns.rcode
 import dns.rdatatype
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.ports import free_port
@@ -158,11 +157,6 @@ def test_dns_and_relay_counters_over_http(nsd: Callable[[dict[str, str]], Endpoi
     run(test())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dnsserver.py counts queries_by_type on cache hits and FORMERR only, not on cache "
-    "misses (DnsService._answer's 'else' branch); reported to the lead",
-)
 def test_queries_by_type_count_cache_misses(nsd: Callable[[dict[str, str]], Endpoint]) -> None:
     upstream = nsd({"example.": (DATA / "dns64-test.zone").read_text()})
     dns_port, metrics_port = free_port(), free_port()
