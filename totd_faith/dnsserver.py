@@ -137,10 +137,15 @@ def _bind_error(endpoint: Endpoint, proto: str, exc: OSError) -> OperatorError:
     return OperatorError(f"{where}: {exc.strerror or exc}")
 
 
-def _socket(endpoint: Endpoint, kind: socket.SocketKind) -> socket.socket:
+def _socket(endpoint: Endpoint, kind: socket.SocketKind, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if endpoint.family_is_v6 else socket.AF_INET
     sock = socket.socket(family, kind)
     try:
+        if reuse_port:
+            # Worker processes (service.workers > 1) share the port and the
+            # kernel spreads datagrams and connections over them.  Only then:
+            # otherwise a second proxy could silently bind the same port.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             # Separate v4 and v6 listeners may share a port (and clients are never
             # seen as v4-mapped addresses).
@@ -220,12 +225,13 @@ class DnsService:
         loop = asyncio.get_running_loop()
         sockets: list[tuple[Endpoint, socket.socket, socket.socket]] = []
         try:
+            reuse_port = config.service.workers > 1
             for endpoint in config.dns.listen:
-                udp = _socket(endpoint, socket.SOCK_DGRAM)
+                udp = _socket(endpoint, socket.SOCK_DGRAM, reuse_port)
                 try:
                     # Port 0 (tests): TCP must take the port UDP was given.
                     tcp_endpoint = Endpoint(endpoint.host, udp.getsockname()[1])
-                    tcp = _socket(tcp_endpoint, socket.SOCK_STREAM)
+                    tcp = _socket(tcp_endpoint, socket.SOCK_STREAM, reuse_port)
                 except OperatorError:
                     udp.close()
                     raise

@@ -385,3 +385,14 @@ def test_upstream_equal_to_listen_is_refused() -> None:
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"Error: upstream 127.0.0.1:{port} is also a listen address" in result.stderr
+
+
+def test_two_workers_share_the_port(upstream: Endpoint, proxy: Proxy) -> None:
+    endpoint, daemon = proxy("--upstream", str(upstream), "--prefix", NSP, "--workers", "2")
+    for i in range(20):
+        tcp = bool(i % 2)
+        r = ask(endpoint, "v4only.example.", "AAAA", tcp)
+        assert rrsets(r) == [("v4only.example.", "AAAA", {"2001:db8:64::c000:20a"})]
+    _until(lambda: daemon.log_tail(100).count("starting") >= 2)
+    os.kill(daemon.pid, signal.SIGTERM)
+    assert daemon.proc.wait(10) == 0

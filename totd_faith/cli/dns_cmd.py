@@ -16,7 +16,7 @@ from totd_faith.cli.common import (
 )
 from totd_faith.config import Config
 from totd_faith.dnsserver import DnsService
-from totd_faith.runtime import run, setup_logging
+from totd_faith.runtime import Service, run_workers, setup_logging
 
 _EPILOG = """\b
 Example: answer on port 5311, forward to a resolver on port 5300, and
@@ -38,7 +38,14 @@ invalid new configuration is logged and the old one kept).
 @click.command(cls=Command, epilog=_EPILOG)
 @config_option
 @override_flags(dns=True, relay=False)
-def dns(config_path: str | None, **flags: Any) -> None:
+@click.option(
+    "-w",
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Processes sharing the listening sockets (SO_REUSEPORT), e.g. one per core.",
+)
+def dns(config_path: str | None, workers: int | None, **flags: Any) -> None:
     """Run the DNS64 proxy (RFC 6147) in the foreground.
 
     AAAA queries for IPv4-only names are answered with addresses inside the
@@ -46,15 +53,21 @@ def dns(config_path: str | None, **flags: Any) -> None:
     cached.  Flags override the configuration file.
     """
     overrides = overrides_from(flags)
+    if workers is not None:
+        overrides["service.workers"] = workers
 
     def reload_config() -> Config:
         return load_config(config_path, overrides)
 
     config = reload_config()
     setup_logging(config.log)
-    service = DnsService(config)
+
+    def build(cfg: Config, worker: int) -> list[Service]:
+        return [DnsService(cfg)]
 
     def ready() -> None:
         sdnotify.ready("answering DNS")
 
-    run([service], config, reload_config, ready=ready)
+    status = run_workers(config.service.workers, build, config, reload_config, ready)
+    if status:
+        raise SystemExit(status)
