@@ -21,14 +21,12 @@ own ``try``; failures are counted and logged at debug level.
 from __future__ import annotations
 
 import asyncio
-import errno
 import ipaddress
 import logging
 import socket
-import struct
 import time
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import dns.exception
 import dns.flags
@@ -38,7 +36,10 @@ import dns.rdatatype
 
 from totd_faith.config import Config
 from totd_faith.dnscache import DnsCache
+from totd_faith.dnssockets import listening_socket
 from totd_faith.dnsstats import DnsStats
+from totd_faith.dnstcp import MAX_MESSAGE, TcpConnection
+from totd_faith.dnsudp import REFUSED_CLIENT, UdpListener
 from totd_faith.dnswire import HEADER_SIZE, QueryHead, formerr_for, header_response, scan_query
 from totd_faith.endpoints import Endpoint, IPAddress
 from totd_faith.errors import OperatorError
@@ -51,13 +52,7 @@ Resolution = Generator[dns.message.QueryMessage, dns.message.Message | None, dns
 
 #: Cache-key bit for "this client gets DNS64 synthesis" (above the dnswire KEY_* bits).
 KEY_SYNTH = 8
-#: Client memo value for "not allowed": always the slow path, which answers REFUSED.
-_REFUSED = -1
 _MEMO_MAX = 65_536
-#: Queries one TCP connection may have in flight before we stop reading from it.
-TCP_PIPELINE_MAX = 64
-_TCP_MAX_MESSAGE = 65_535
-_LENGTH = struct.Struct("!H")
 
 
 class Resolver(Protocol):
@@ -119,53 +114,6 @@ def _not_ourselves(config: Config, upstreams: tuple[Endpoint, ...]) -> tuple[End
     return upstreams
 
 
-def _bind_error(endpoint: Endpoint, proto: str, exc: OSError) -> OperatorError:
-    where = f"cannot listen on {endpoint} ({proto})"
-    if exc.errno == errno.EADDRINUSE:
-        return OperatorError(
-            f"{where}: the address is already in use; stop the other DNS server or "
-            "choose another address with --listen"
-        )
-    if exc.errno == errno.EACCES:
-        return OperatorError(
-            f"{where}: permission denied; ports below 1024 need root or "
-            "CAP_NET_BIND_SERVICE (e.g. setcap cap_net_bind_service=+ep on the Python "
-            "binary, or AmbientCapabilities= in systemd), or use a port above 1023"
-        )
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return OperatorError(f"{where}: this host has no such address; check --listen")
-    return OperatorError(f"{where}: {exc.strerror or exc}")
-
-
-def _socket(endpoint: Endpoint, kind: socket.SocketKind, reuse_port: bool = False) -> socket.socket:
-    family = socket.AF_INET6 if endpoint.family_is_v6 else socket.AF_INET
-    sock = socket.socket(family, kind)
-    try:
-        if reuse_port:
-            # Worker processes (service.workers > 1) share the port and the
-            # kernel spreads datagrams and connections over them.  Only then:
-            # otherwise a second proxy could silently bind the same port.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            # Separate v4 and v6 listeners may share a port (and clients are never
-            # seen as v4-mapped addresses).
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        if kind == socket.SOCK_STREAM:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        else:
-            # Absorb bursts: a small receive buffer drops queries under load.
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-            except OSError:
-                pass
-        sock.bind(endpoint.sockaddr)
-    except OSError as exc:
-        sock.close()
-        raise _bind_error(endpoint, "tcp" if kind == socket.SOCK_STREAM else "udp", exc) from None
-    sock.setblocking(False)
-    return sock
-
-
 def _client_address(host: str) -> IPAddress:
     # Link-local IPv6 peers come as "fe80::1%eth0"; the scope is not part of the ACL.
     return unmap(ipaddress.ip_address(host.partition("%")[0]))
@@ -192,7 +140,7 @@ class DnsService:
         )
         self.memo: dict[str, int] = {}
         #: Query bytes after the ID -> (answer bytes after the ID, valid until,
-        #: client class, qtype, rcode); see _UdpListener._reader.
+        #: client class, qtype, rcode); see totd_faith.dnsudp.
         self.replays: dict[bytes, tuple[bytes, float, int, int, int]] = {}
         self.resolver: Resolver | None = None
         self.upstreams: UpstreamPool | None = None
@@ -201,9 +149,9 @@ class DnsService:
         self.log_queries = config.log.queries
         #: (protocol, socket address) of every listener, e.g. ("udp", ("127.0.0.1", 5353)).
         self.addresses: list[tuple[str, tuple[Any, ...]]] = []
-        self._udp: list[_UdpListener] = []
+        self._udp: list[UdpListener] = []
         self._tcp: list[asyncio.base_events.Server] = []
-        self._tcp_connections: set[_TcpConnection] = set()
+        self._tcp_connections: set[TcpConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------
@@ -227,11 +175,11 @@ class DnsService:
         try:
             reuse_port = config.service.workers > 1
             for endpoint in config.dns.listen:
-                udp = _socket(endpoint, socket.SOCK_DGRAM, reuse_port)
+                udp = listening_socket(endpoint, socket.SOCK_DGRAM, reuse_port)
                 try:
                     # Port 0 (tests): TCP must take the port UDP was given.
                     tcp_endpoint = Endpoint(endpoint.host, udp.getsockname()[1])
-                    tcp = _socket(tcp_endpoint, socket.SOCK_STREAM, reuse_port)
+                    tcp = listening_socket(tcp_endpoint, socket.SOCK_STREAM, reuse_port)
                 except OperatorError:
                     udp.close()
                     raise
@@ -242,10 +190,10 @@ class DnsService:
                 tcp.close()
             raise
         for _, udp, tcp in sockets:
-            listener = _UdpListener(self, udp)
+            listener = UdpListener(self, udp)
             listener.start(loop)
             self._udp.append(listener)
-            server = await loop.create_server(lambda: _TcpConnection(self), sock=tcp, backlog=1024)
+            server = await loop.create_server(lambda: TcpConnection(self), sock=tcp, backlog=1024)
             self._tcp.append(server)
             self.addresses.append(("udp", udp.getsockname()))
             self.addresses.append(("tcp", tcp.getsockname()))
@@ -307,14 +255,14 @@ class DnsService:
     # -- shared pieces of both paths ---------------------------------------------
 
     def classify(self, host: str) -> int:
-        """Memoized ACL and synthesis switch for a client: _REFUSED, 0 or KEY_SYNTH."""
+        """Memoized ACL and synthesis switch for a client: REFUSED_CLIENT, 0 or KEY_SYNTH."""
         assert self.resolver is not None
         try:
             client = _client_address(host)
         except ValueError:
-            return _REFUSED
+            return REFUSED_CLIENT
         if not self.resolver.allowed(client):
-            value = _REFUSED
+            value = REFUSED_CLIENT
         elif self.resolver.synthesis_enabled_for(client):
             value = KEY_SYNTH
         else:
@@ -328,7 +276,7 @@ class DnsService:
         """The fast path: (answer or None, scanned head or None, client class)."""
         head = scan_query(data)
         if head is None:
-            return None, None, _REFUSED
+            return None, None, REFUSED_CLIENT
         client_class = self.memo.get(host)
         if client_class is None:
             client_class = self.classify(host)
@@ -418,7 +366,7 @@ class DnsService:
         # Opcode, question count, EDNS version and ACL are the core's decisions.
         response = await self._resolve(query, host)
         # max_size: dnspython would otherwise cap at the request payload and raise.
-        wire = response.to_wire(max_size=_TCP_MAX_MESSAGE, prefer_truncation=True)
+        wire = response.to_wire(max_size=MAX_MESSAGE, prefer_truncation=True)
         if head is not None and client_class >= 0:
             self.cache.put((head[0], head[2] | client_class), wire, self.clock())
         if len(wire) > udp_limit:
@@ -455,270 +403,3 @@ class DnsService:
                 if any(address in prefix for prefix in prefixes):
                     self.stats.synthesized += 1
                     return
-
-
-class _UdpListener:
-    """One UDP socket, read directly with ``add_reader`` (no transport).
-
-    Each wake-up drains up to :data:`UDP_BATCH` datagrams with plain
-    ``recvfrom``/``sendto`` calls, so a busy listener pays for one event-loop
-    iteration per batch instead of one per packet.  The cache-hit path is
-    written out inline: it is the hottest code in the program.
-    """
-
-    def __init__(self, service: DnsService, sock: socket.socket) -> None:
-        self.service = service
-        self.sock = sock
-        self.closed = False
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.add_reader(self.sock.fileno(), self._reader())
-
-    def close(self, loop: asyncio.AbstractEventLoop) -> None:
-        if not self.closed:
-            self.closed = True
-            loop.remove_reader(self.sock.fileno())
-            self.sock.close()
-
-    def _reader(self) -> Callable[[], None]:
-        """The readiness callback, as a closure: its state lives in cells, so a
-        wake-up that brings one datagram costs no attribute look-ups."""
-        service = self.service
-        recvfrom = self.sock.recvfrom
-        sendto = self.sock.sendto
-        memo = service.memo
-        replays = service.replays
-        stats = service.stats
-        by_type = stats.queries_by_type
-        by_rcode = stats.responses_by_rcode
-        clock = service.clock
-        other = self.other
-
-        def readable() -> None:
-            # One clock reading per batch: a batch takes well under a second,
-            # and cached TTLs change only on whole seconds.
-            now = clock()
-            hits = 0
-            try:
-                for _ in range(UDP_BATCH):
-                    try:
-                        data, addr = recvfrom(_UDP_RECV_SIZE)
-                    except (BlockingIOError, InterruptedError):
-                        return
-                    except OSError:
-                        # e.g. ECONNREFUSED left by an ICMP error for an earlier answer.
-                        continue
-                    # Replay: these exact bytes (all but the ID) were answered from
-                    # the cache within the current second for a client of the same
-                    # class, so the answer is the same bytes with this query's ID.
-                    replay = replays.get(data[2:])
-                    if replay is not None and now < replay[1] and memo.get(addr[0]) == replay[2]:
-                        try:
-                            sendto(data[:2] + replay[0], addr)
-                        except OSError:
-                            pass
-                        hits += 1
-                        by_type[replay[3]] += 1
-                        by_rcode[replay[4]] += 1
-                        continue
-                    other(data, addr, now)
-            finally:
-                stats.cache_hits += hits
-
-        return readable
-
-    def other(self, data: bytes, addr: tuple[Any, ...], now: float) -> None:
-        """Everything but a replay: the scanned cache lookup, else the slow path."""
-        service = self.service
-        stats = service.stats
-        try:
-            head = scan_query(data)
-            if head is not None:
-                host = addr[0]
-                client_class = service.memo.get(host)
-                if client_class is None:
-                    client_class = service.classify(host)
-                if client_class >= 0:
-                    found = service.cache.get_fresh((head[0], head[2] | client_class), now)
-                    if found is not None and len(found[0]) <= head[3]:
-                        hit = found[0]
-                        question_end = head[1]
-                        # ID from the query; RD copied (RFC 1035 section 4.1.1);
-                        # the question exactly as asked, letter case included.
-                        out = b"".join(
-                            (
-                                data[:2],
-                                _RD_PATCH[hit[2] & 0xFE | data[2] & 0x01],
-                                hit[3:HEADER_SIZE],
-                                data[HEADER_SIZE:question_end],
-                                hit[question_end:],
-                            )
-                        )
-                        try:
-                            self.sock.sendto(out, addr)
-                        except OSError:
-                            pass
-                        rcode = hit[3] & 0x0F
-                        stats.cache_hits += 1
-                        stats.queries_by_type[head[4]] += 1
-                        stats.responses_by_rcode[rcode] += 1
-                        if service.log_queries:
-                            service._log_query(host, out, True)
-                        elif len(out) <= REPLAY_MAX_BYTES:
-                            # Not with the query log on: every query must pass here.
-                            if len(service.replays) >= REPLAY_MAX:
-                                service.replays.clear()
-                            service.replays[data[2:]] = (
-                                out[2:],
-                                found[1],
-                                client_class,
-                                head[4],
-                                rcode,
-                            )
-                        return
-            else:
-                client_class = _REFUSED
-            if service.admit(data):
-                limit = head[3] if head is not None else _udp_limit(data)
-                service.spawn(self._answer(data, addr, head, client_class, limit))
-        except Exception:
-            stats.errors += 1
-            log.debug("dns: failed to handle a UDP packet from %s", addr, exc_info=True)
-
-    async def _answer(
-        self, data: bytes, addr: tuple[Any, ...], head: QueryHead | None, cls: int, limit: int
-    ) -> None:
-        wire = await self.service.answer(data, addr[0], head, cls, limit)
-        if wire is not None and not self.closed:
-            try:
-                self.sock.sendto(wire, addr)
-            except OSError as exc:
-                # A full socket buffer or a vanished client: UDP answers may be lost.
-                log.debug("dns: cannot answer %s: %s", addr, exc)
-
-
-#: One-byte values for header byte 2, precomputed (no per-packet bytes() call).
-_RD_PATCH = [bytes((i,)) for i in range(256)]
-#: Most remembered exact queries for the replay path (cleared when full),
-#: and the largest answer remembered there (bounds it to about 5 MB).
-REPLAY_MAX = 4_096
-REPLAY_MAX_BYTES = 1_232
-#: Datagrams handled per wake-up before other work gets a turn.
-UDP_BATCH = 64
-_UDP_RECV_SIZE = 65_535
-
-
-def _udp_limit(data: bytes) -> int:
-    """The client's UDP payload size when the fast scan did not read it."""
-    try:
-        message = dns.message.from_wire(data)
-    except Exception:
-        return 512
-    if message.edns >= 0:
-        return max(message.payload, 512)
-    return 512
-
-
-class _TcpConnection(asyncio.Protocol):
-    """One DNS-over-TCP client (RFC 7766): pipelined queries, idle timeout."""
-
-    def __init__(self, service: DnsService) -> None:
-        self.service = service
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.pending = 0
-        self.paused = False
-        self.host = ""
-        self.last_activity = 0.0
-        self.idle_timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast(asyncio.Transport, transport)
-        service = self.service
-        if service.tcp_clients >= service.config.dns.tcp_max_clients:
-            service.stats.tcp_rejected += 1
-            transport.abort()
-            return
-        self.transport = transport
-        service.tcp_clients += 1
-        service.stats.tcp_connections += 1
-        service._tcp_connections.add(self)
-        peer = transport.get_extra_info("peername")
-        self.host = peer[0] if peer else ""
-        loop = asyncio.get_running_loop()
-        self.last_activity = loop.time()
-        self.idle_timer = loop.call_later(service.config.dns.tcp_idle_timeout, self._check_idle)
-
-    def _check_idle(self) -> None:
-        # RFC 7766 section 6.2.3: close idle connections; never while answers are owed.
-        if self.transport is None:
-            return
-        loop = asyncio.get_running_loop()
-        timeout = self.service.config.dns.tcp_idle_timeout
-        idle = loop.time() - self.last_activity
-        if self.pending == 0 and idle >= timeout:
-            self.close()
-            return
-        self.idle_timer = loop.call_later(max(timeout - idle, 0.05), self._check_idle)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.transport is None:
-            return
-        self.transport = None
-        self.service.tcp_clients -= 1
-        self.service._tcp_connections.discard(self)
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-
-    def data_received(self, data: bytes) -> None:
-        if self.transport is None:
-            return
-        self.last_activity = asyncio.get_running_loop().time()
-        buffer = self.buffer
-        buffer += data
-        while len(buffer) >= 2:
-            size = (buffer[0] << 8) | buffer[1]
-            if len(buffer) < 2 + size:
-                break
-            message = bytes(buffer[2 : 2 + size])
-            del buffer[: 2 + size]
-            self._handle(message)
-        if self.pending >= TCP_PIPELINE_MAX and not self.paused and self.transport is not None:
-            self.paused = True
-            self.transport.pause_reading()
-
-    def _handle(self, data: bytes) -> None:
-        service = self.service
-        try:
-            out, head, client_class = service.cached(data, self.host)
-            if out is not None and head is not None:
-                self._send(out)
-                service.count_hit(head, out, self.host)
-                return
-            if service.admit(data):
-                self.pending += 1
-                service.spawn(self._answer(data, head, client_class))
-        except Exception:
-            service.stats.errors += 1
-            log.debug("dns: failed to handle a TCP message from %s", self.host, exc_info=True)
-
-    async def _answer(self, data: bytes, head: QueryHead | None, client_class: int) -> None:
-        try:
-            wire = await self.service.answer(data, self.host, head, client_class, _TCP_MAX_MESSAGE)
-            if wire is not None:
-                self._send(wire)
-        finally:
-            self.pending -= 1
-            self.last_activity = asyncio.get_running_loop().time()
-            if self.paused and self.pending < TCP_PIPELINE_MAX // 2 and self.transport:
-                self.paused = False
-                self.transport.resume_reading()
-
-    def _send(self, wire: bytes | bytearray) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            # RFC 1035 section 4.2.2: each message is prefixed with its length.
-            self.transport.write(_LENGTH.pack(len(wire)) + wire)
