@@ -1,18 +1,17 @@
-"""The DNS proxy's shell: UDP and TCP listeners, the cache fast path, the slow path.
+"""The DNS proxy as a service: start/reload/stop, access memo, and the slow path.
 
 A query takes one of two paths:
 
-* **Fast path** (cache hit, no dnspython): :func:`~totd_faith.dnswire.scan_query`
-  reads the header and question bytes, the cache returns the stored response
-  with its TTLs counted down, and the client's ID, RD bit and question bytes
-  (with the client's letter case) are copied into it.  Access control holds
-  here too, through a small per-address memo of ``allowed`` /
+* **Fast paths** (no dnspython), in :mod:`totd_faith.dnsudp` (replay of an
+  identical query, or a scanned cache hit) and :mod:`totd_faith.dnstcp`
+  (scanned cache hit).  Access control holds there too, through
+  :meth:`DnsService.classify`, a per-address memo of the core's ``allowed`` /
   ``synthesis_enabled_for``.
-* **Slow path** (everything else): dnspython parses the query, the DNS64 core
-  (:mod:`totd_faith.dns64`) drives the resolution as a generator of upstream
-  queries which :class:`~totd_faith.upstream.UpstreamPool` answers, and the
-  final response is cached and sent (truncated with TC to what a UDP client
-  can take, RFC 1035 section 4.2.1 / RFC 6891 section 7).
+* **Slow path** (everything else, :meth:`DnsService.answer`): dnspython parses
+  the query, the DNS64 core (:mod:`totd_faith.dns64`) drives the resolution as
+  a generator of upstream queries which :class:`~totd_faith.upstream.UpstreamPool`
+  answers, and the final response is cached and sent (truncated with TC to
+  what a UDP client can take, RFC 1035 section 4.2.1 / RFC 6891 section 7).
 
 Nothing a client sends stops the server: every packet is handled inside its
 own ``try``; failures are counted and logged at debug level.
