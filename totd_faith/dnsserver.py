@@ -236,14 +236,17 @@ class DnsService:
 
     async def stop(self, drain_timeout: float) -> None:
         loop = asyncio.get_running_loop()
+        # Stop taking queries, let those in flight be answered, then close.
         for listener in self._udp:
-            listener.close(loop)
+            listener.stop_reading(loop)
         for server in self._tcp:
             server.close()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=drain_timeout)
         for task in list(self._tasks):
             task.cancel()
+        for listener in self._udp:
+            listener.close(loop)
         for connection in list(self._tcp_connections):
             connection.close()
         if self.upstreams is not None:

@@ -47,15 +47,22 @@ class UdpListener:
     def __init__(self, service: DnsService, sock: socket.socket) -> None:
         self.service = service
         self.sock = sock
+        self.reading_stopped = False
         self.closed = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_reader(self.sock.fileno(), self._reader())
 
+    def stop_reading(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Take no new queries; answers still in flight can still be sent."""
+        if not self.reading_stopped:
+            self.reading_stopped = True
+            loop.remove_reader(self.sock.fileno())
+
     def close(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.stop_reading(loop)
         if not self.closed:
             self.closed = True
-            loop.remove_reader(self.sock.fileno())
             self.sock.close()
 
     def _reader(self) -> Callable[[], None]:

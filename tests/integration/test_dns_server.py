@@ -319,3 +319,26 @@ def test_repeated_identical_queries_are_replayed_with_their_own_ids():
             upstream.close()
 
     run(main())
+
+
+def test_stop_answers_queries_in_flight_before_closing():
+    async def main() -> None:
+        async def slow(query: dns.message.Message, wire: bytes) -> list[bytes]:
+            await asyncio.sleep(0.3)
+            return await replies("192.0.2.1")(query, wire)
+
+        upstream = await FakeUpstream(slow).start()
+        service, endpoint = await start_service(make_config([upstream.endpoint]))
+        try:
+            pending = asyncio.ensure_future(udp_query(endpoint, a_query("late.example.")))
+            while service.inflight == 0:
+                await asyncio.sleep(0.01)
+            await service.stop(5)
+            response = await pending
+            assert response.answer[0][0].address == "192.0.2.1"
+            # Stopped: nothing answers any more.
+            assert await udp_exchange(endpoint, a_query("x.example.").to_wire(), 0.3) is None
+        finally:
+            upstream.close()
+
+    run(main())
