@@ -451,3 +451,17 @@ def test_prefix_mode_refuses_addresses_outside_the_prefixes(
     sock = _connect(port)
     assert _closed_within(sock, 3.0) in ("eof", "reset")
     _wait_log(started, "denied: destination outside the prefixes")
+
+
+def test_denials_are_logged_without_connection_logging(
+    peer: Callable[..., int], relay: RelayFactory
+) -> None:
+    backend = peer("echo-server")
+    started, port = relay(backend, "max_connections_per_client = 1\n[log]\nconnections = false")
+    held = _connect(port)
+    assert _echo_once(held) == b"ping\n"
+    assert _closed_within(_connect(port), 3.0) in ("eof", "reset")
+    _wait_log(started, "denied: max_connections_per_client")
+    held.close()
+    # Relayed connections themselves are not logged with log.connections = false.
+    assert "bytes up" not in started.text().replace("0 bytes up, 0 bytes down", "")

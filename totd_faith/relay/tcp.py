@@ -49,6 +49,8 @@ from totd_faith.relay.stats import RelayStats
 log = logging.getLogger("totd_faith.relay")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: Denied connections logged per second when log.connections is off.
+_DENIAL_LINES = 10
 
 
 @functools.lru_cache(maxsize=4096)
@@ -249,6 +251,9 @@ class TcpRelay:
         self._per_client: Counter[IPAddress] = Counter()
         self._sweeper: asyncio.TimerHandle | None = None
         self.scratch = memoryview(bytearray(0))
+        self._denial_window = 0.0
+        self._denials_logged = 0
+        self._denials_suppressed = 0
         self.reload(config, access)
 
     def reload(self, config: Config, access: RelayAccess) -> None:
@@ -283,8 +288,8 @@ class TcpRelay:
                     return str(exc)
         return f"{dialled} is outside every prefix ({', '.join(map(str, self.prefixes))})"
 
-    def _log(self, conn: Connection, backend: str) -> None:
-        if not self.log_connections:
+    def _log(self, conn: Connection, backend: str, *, always: bool = False) -> None:
+        if not (self.log_connections or always):
             return
         client = Endpoint(conn.client, conn.client_port)
         dialled = Endpoint(conn.dialled, conn.dialled_port)
@@ -303,7 +308,22 @@ class TcpRelay:
         self.stats.connections_denied[reason] += 1
         conn.end(f"denied: {reason}")
         client.close()
-        self._log(conn, backend)
+        if self.log_connections:
+            self._log(conn, backend)
+            return
+        # Denials are logged even without log.connections, but at most
+        # _DENIAL_LINES per second, so that a flood cannot flood the log too.
+        now = time.monotonic()
+        if now - self._denial_window >= 1.0:
+            if self._denials_suppressed:
+                log.info("%d more denied connections were not logged", self._denials_suppressed)
+            self._denial_window = now
+            self._denials_logged = self._denials_suppressed = 0
+        if self._denials_logged < _DENIAL_LINES:
+            self._denials_logged += 1
+            self._log(conn, backend, always=True)
+        else:
+            self._denials_suppressed += 1
 
     async def handle(
         self, client: socket.socket, *, target: Endpoint | None, proxy_protocol: str
