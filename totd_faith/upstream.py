@@ -30,6 +30,7 @@ import dns.exception
 import dns.message
 import dns.rcode
 
+from totd_faith.dnsreply import ReplyReader
 from totd_faith.dnsstats import DnsStats
 from totd_faith.dnswire import HEADER_SIZE, render_query, skip_name
 from totd_faith.endpoints import Endpoint
@@ -105,9 +106,10 @@ def reply_matches(data: bytes, qid: int, question: bytes) -> bool:
 class _UdpChannel(asyncio.DatagramProtocol):
     """One connected UDP socket towards one upstream, with its pending queries."""
 
-    def __init__(self, upstream: _Upstream, stats: DnsStats) -> None:
+    def __init__(self, upstream: _Upstream, stats: DnsStats, reader: ReplyReader) -> None:
         self.upstream = upstream
         self.stats = stats
+        self.reader = reader
         self.transport: asyncio.DatagramTransport | None = None
         self.pending: dict[int, _Pending] = {}
         self.uses = 0
@@ -133,7 +135,7 @@ class _UdpChannel(asyncio.DatagramProtocol):
             result: object = _TRUNCATED
         else:
             try:
-                result = dns.message.from_wire(data)
+                result = self.reader.read(data)
             except Exception:  # garbage with a matching ID: keep waiting (RFC 5452 9.1)
                 self.stats.upstream_ignored += 1
                 return
@@ -211,6 +213,7 @@ class UpstreamPool:
         self.retry = retry
         self.stats = stats
         self.clock = clock
+        self.reader = ReplyReader()
         self._closed = False
 
     @property
@@ -288,7 +291,7 @@ class UpstreamPool:
             if channel is not None:
                 channel.retired = True
                 channel.done_with(None)
-            channel = _UdpChannel(upstream, self.stats)
+            channel = _UdpChannel(upstream, self.stats, self.reader)
             upstream.channels[index] = channel
             channel.opening = asyncio.ensure_future(self._open(upstream, channel))
         channel.uses += 1
@@ -355,7 +358,7 @@ class UpstreamPool:
                     data = await reader.readexactly(size)
                     if reply_matches(data, qid, question):
                         try:
-                            return dns.message.from_wire(data)
+                            return self.reader.read(data)
                         except dns.exception.DNSException:
                             pass
                     self.stats.upstream_ignored += 1
