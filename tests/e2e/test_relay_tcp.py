@@ -13,6 +13,9 @@ server on :7 and a hashing server on :9000; the client dials
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,6 +69,7 @@ ports = [
     {{ port = 7, protocols = ["tcp"] }},
     {{ port = 9, protocols = ["tcp"] }},
     {{ port = 9000, protocols = ["tcp"] }},
+    {{ port = 7007, protocols = ["tcp"] }},
     {{ port = 8080, protocols = ["tcp"], proxy_protocol = "v1" }},
     {{ port = 8081, protocols = ["tcp"], proxy_protocol = "v2" }},
 ]
@@ -227,6 +231,47 @@ def test_well_known_prefix_refuses_non_global_ipv4(net: Net) -> None:
     # 198.51.100.2 is documentation space, not global: RFC 6052 section 3.1.
     assert net.probe("64:ff9b::c633:6402", 80) in ("eof", "reset")
     wait_for_line_in(net, "denied: non-global destination inside the well-known prefix")
+
+
+def test_backend_killed_mid_stream(net: Net) -> None:
+    backend = net.server.popen(
+        sys.executable, str(PEERS), "echo-server", SERVER_V4, "7007", stdout=subprocess.PIPE
+    )
+    assert backend.stdout is not None and backend.stdout.readline().strip() == b"ready"
+    client = net.client.popen(
+        sys.executable, str(PEERS), "stream", SERVER_V6, "7007", stdout=subprocess.PIPE
+    )
+    assert client.stdout is not None
+    assert client.stdout.readline().strip() == b"streaming"
+    os.killpg(backend.pid, signal.SIGKILL)
+    outcome = client.stdout.readline().decode().strip()
+    client.wait(10)
+    # The kernel resets the dead backend's connection; the relay passes that on.
+    assert outcome.startswith(("reset after", "eof after")), outcome
+    assert float(outcome.split()[-1].rstrip("s")) < 3.0, outcome
+    wait_for_line_in(net, "-> 198.51.100.2:7007: ")
+
+
+def test_per_client_limit(net: Net) -> None:
+    config = net.tmp / "limited.toml"
+    config.write_text(
+        '[relay]\nmaps = ["[fd00:1::1]:9997=198.51.100.2:7"]\nmax_connections_per_client = 3\n'
+    )
+    output = net.tmp / "limited.out"
+    with output.open("wb") as out:
+        proc = net.relay.popen(
+            sys.executable, "-m", "totd_faith", "relay", "-c", str(config), stdout=out, stderr=-2
+        )
+    try:
+        wait_for_line(proc, output, "relay: ", 20)
+        assert net.peer("hold", "fd00:1::1", "9997", "3") in (
+            "held=3 extra=eof",
+            "held=3 extra=reset",
+        )
+        wait_for_line(proc, output, "denied: max_connections_per_client", 5)
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def wait_for_line_in(net: Net, needle: str, timeout: float = 5.0) -> None:

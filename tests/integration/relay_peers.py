@@ -13,6 +13,12 @@
     python relay_peers.py probe HOST PORT [SOURCE]
         Connect (from SOURCE if given), send a line, and print how the
         connection went within 3 s: refused, reset, eof, or data:<first line>.
+    python relay_peers.py hold HOST PORT COUNT
+        Open COUNT connections and echo once on each, then one more: print
+        "held=N extra=<how the extra one went>" (eof/reset/data:...).
+    python relay_peers.py stream HOST PORT
+        Connect, echo once, print "streaming", then keep sending; print how
+        the connection ended (reset/eof) and how long after "streaming".
     python relay_peers.py concurrent HOST PORT COUNT SIZE
         COUNT simultaneous echo round trips of SIZE bytes; print how many
         came back intact; exit 0 only when all did.
@@ -151,6 +157,58 @@ def probe(host: str, port: int, source: str | None) -> str:
         sock.close()
 
 
+def _echo_ok(sock: socket.socket) -> bool:
+    sock.sendall(b"ping\n")
+    got = b""
+    while len(got) < 5:
+        data = sock.recv(100)
+        if not data:
+            return False
+        got += data
+    return got == b"ping\n"
+
+
+def hold(host: str, port: int, count: int) -> str:
+    held = []
+    for _ in range(count):
+        sock = socket.create_connection((host, port), timeout=5)
+        if _echo_ok(sock):
+            held.append(sock)
+    extra = socket.create_connection((host, port), timeout=5)
+    extra.settimeout(3)
+    try:
+        outcome = "eof" if not extra.recv(100) else "data"
+    except ConnectionResetError:
+        outcome = "reset"
+    except TimeoutError:
+        outcome = "open"
+    for sock in [*held, extra]:
+        sock.close()
+    return f"held={len(held)} extra={outcome}"
+
+
+def stream(host: str, port: int) -> str:
+    import time
+
+    sock = socket.create_connection((host, port), timeout=5)
+    if not _echo_ok(sock):
+        return "no echo"
+    print("streaming", flush=True)
+    t0 = time.monotonic()
+    sock.settimeout(0.2)
+    block = os.urandom(CHUNK)
+    while time.monotonic() - t0 < 30:
+        try:
+            sock.sendall(block)
+            if not sock.recv(1 << 20):
+                return f"eof after {time.monotonic() - t0:.1f}s"
+        except TimeoutError:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            return f"reset after {time.monotonic() - t0:.1f}s"
+    return "still open"
+
+
 def concurrent(host: str, port: int, count: int, size: int) -> int:
     import asyncio
 
@@ -186,6 +244,10 @@ def main(argv: list[str]) -> int:
         return 0 if result["ok"] else 1
     elif command == "probe":
         print(probe(host, port, argv[3] if len(argv) > 3 else None), flush=True)
+    elif command == "hold":
+        print(hold(host, port, int(argv[3])), flush=True)
+    elif command == "stream":
+        print(stream(host, port), flush=True)
     elif command == "concurrent":
         count = int(argv[3])
         good = concurrent(host, port, count, int(argv[4]))
