@@ -77,6 +77,9 @@ def tcp_listener(
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted sockets inherit TCP_NODELAY: one system call per listener
+        # instead of one per connection (relayed protocols are often interactive).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if reuse_port:
             # Several worker processes share the port (service.workers > 1).
             # Only then: SO_REUSEPORT would also let a second relay bind the
@@ -248,7 +251,7 @@ class RelayService:
         loop = self._loop
         for _ in range(_ACCEPT_BATCH):
             try:
-                client, _ = listener.sock.accept()
+                client, peer = listener.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -266,7 +269,11 @@ class RelayService:
             client.setblocking(False)
             task = loop.create_task(
                 self.tcp.handle(
-                    client, target=listener.target, proxy_protocol=listener.proxy_protocol
+                    client,
+                    target=listener.target,
+                    proxy_protocol=listener.proxy_protocol,
+                    peer=peer,
+                    nodelay=True,
                 )
             )
             self.tasks.add(task)

@@ -326,16 +326,24 @@ class TcpRelay:
             self._denials_suppressed += 1
 
     async def handle(
-        self, client: socket.socket, *, target: Endpoint | None, proxy_protocol: str
+        self,
+        client: socket.socket,
+        *,
+        target: Endpoint | None,
+        proxy_protocol: str,
+        peer: Any = None,
+        nodelay: bool = False,
     ) -> None:
         """Relay one accepted, non-blocking client socket until both directions end.
 
         ``target`` None means prefix mode: the destination is decoded from the
         address the client dialled.  Never raises for network trouble; the
-        socket is always closed on return.
+        socket is always closed on return.  Optional, to save system calls:
+        ``peer`` is the address accept() returned, ``nodelay`` says that the
+        socket inherited TCP_NODELAY from its listener.
         """
         try:
-            client_addr, client_port = _address(client.getpeername())
+            client_addr, client_port = _address(peer or client.getpeername())
             dialled, dialled_port = _address(client.getsockname())
         except OSError:
             # The client went away before we looked at it.
@@ -373,7 +381,7 @@ class TcpRelay:
         self.stats.connections_active += 1
         self._ensure_sweeper()
         try:
-            await self._relay(conn, client, backend, proxy_protocol)
+            await self._relay(conn, client, backend, proxy_protocol, nodelay)
         except Exception as exc:  # a bug must cost one connection, never the relay
             log.exception("relaying %s to %s failed", Endpoint(client_addr, client_port), backend)
             self.stats.errors[f"internal: {type(exc).__name__}"] += 1
@@ -441,7 +449,12 @@ class TcpRelay:
         return None
 
     async def _relay(
-        self, conn: Connection, client: socket.socket, backend: Endpoint, proxy_protocol: str
+        self,
+        conn: Connection,
+        client: socket.socket,
+        backend: Endpoint,
+        proxy_protocol: str,
+        nodelay: bool,
     ) -> None:
         loop = asyncio.get_running_loop()
         conn.done = loop.create_future()
@@ -461,7 +474,8 @@ class TcpRelay:
             proxy_protocol, conn.client, conn.client_port, conn.dialled, conn.dialled_port
         )
         try:
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if not nodelay:
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             pipe: SplicePipe
             if self.use_splice:
                 if header:
@@ -536,7 +550,3 @@ class TcpRelay:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-
-
-def is_would_block(exc: OSError) -> bool:
-    return exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK)
