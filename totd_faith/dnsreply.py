@@ -1,15 +1,15 @@
-"""Upstream replies as dnspython messages, built faster: names and rdatas interned.
+"""DNS messages as dnspython objects, built faster: names and rdatas interned.
 
-On a cache miss the proxy parses two upstream replies, and ``dns.message.from_wire``
-was the largest single cost of the miss path: every reply builds fresh
+On a cache miss the proxy parses the client's query and two upstream replies,
+and ``dns.message.from_wire`` was the largest single cost of the miss path: every reply builds fresh
 ``Name`` and ``Rdata`` objects, although the same owner names, SOA records and
 addresses come back again and again.  Both are immutable in dnspython, so this
 reader keeps the ones it has seen (keyed by their uncompressed wire form) and
 reuses them.  The result is an ordinary :class:`dns.message.Message`, equal to
 what ``from_wire`` returns (property-tested in tests/unit/test_dnsreply.py).
 
-Only the common shape is handled here: a response with opcode QUERY, one
-question, at most one OPT (in the additional section) and no TSIG.  Anything
+Only the common shape is handled here: a query or response with opcode QUERY,
+one question, at most one OPT (in the additional section) and no TSIG.  Anything
 else, and anything malformed, goes to ``dns.message.from_wire``, which then
 parses or raises exactly as before.
 
@@ -43,7 +43,7 @@ class _Unusual(Exception):
     """Not the common shape (or malformed): let dnspython decide."""
 
 
-class ReplyReader:
+class MessageReader:
     """``read(wire)`` is ``dns.message.from_wire(wire)``, with interning."""
 
     def __init__(self, limit: int = 16_384) -> None:

@@ -35,6 +35,7 @@ import dns.rdatatype
 
 from totd_faith.config import Config
 from totd_faith.dnscache import DnsCache
+from totd_faith.dnsreply import MessageReader
 from totd_faith.dnssockets import listening_socket
 from totd_faith.dnsstats import DnsStats
 from totd_faith.dnstcp import MAX_MESSAGE, TcpConnection
@@ -138,6 +139,7 @@ class DnsService:
             config.dns.cache_size, config.dns.cache_max_ttl, config.dns.cache_max_negative_ttl
         )
         self.memo: dict[str, int] = {}
+        self.reader = MessageReader()
         #: Query bytes after the ID -> (answer bytes after the ID, valid until,
         #: client class, qtype, rcode); see totd_faith.dnsudp.
         self.replays: dict[bytes, tuple[bytes, float, int, int, int]] = {}
@@ -353,7 +355,7 @@ class DnsService:
     ) -> bytes | None:
         stats = self.stats
         try:
-            query = dns.message.from_wire(data)
+            query = self.reader.read(data)
         except Exception:
             # RFC 1035 section 4.1.1: format error, the server could not interpret the query.
             stats.formerr += 1

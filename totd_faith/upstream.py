@@ -30,7 +30,7 @@ import dns.exception
 import dns.message
 import dns.rcode
 
-from totd_faith.dnsreply import ReplyReader
+from totd_faith.dnsreply import MessageReader
 from totd_faith.dnsstats import DnsStats
 from totd_faith.dnswire import HEADER_SIZE, render_query, skip_name
 from totd_faith.endpoints import Endpoint
@@ -106,7 +106,7 @@ def reply_matches(data: bytes, qid: int, question: bytes) -> bool:
 class _UdpChannel(asyncio.DatagramProtocol):
     """One connected UDP socket towards one upstream, with its pending queries."""
 
-    def __init__(self, upstream: _Upstream, stats: DnsStats, reader: ReplyReader) -> None:
+    def __init__(self, upstream: _Upstream, stats: DnsStats, reader: MessageReader) -> None:
         self.upstream = upstream
         self.stats = stats
         self.reader = reader
@@ -213,7 +213,7 @@ class UpstreamPool:
         self.retry = retry
         self.stats = stats
         self.clock = clock
-        self.reader = ReplyReader()
+        self.reader = MessageReader()
         self._closed = False
 
     @property

@@ -1,4 +1,4 @@
-"""ReplyReader gives the same messages as dns.message.from_wire (property tests)."""
+"""MessageReader gives the same messages as dns.message.from_wire (property tests)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import dns.rrset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from totd_faith.dnsreply import ReplyReader
+from totd_faith.dnsreply import MessageReader
 
 labels = st.sampled_from(["www", "Mail", "a", "ns", "c1", "x-y", "bench", "EXAMPLE", "org"])
 names = st.lists(labels, min_size=0, max_size=4).map(lambda ls: ".".join([*ls, "example."]))
@@ -83,7 +83,7 @@ def test_reads_like_from_wire(qname, qtype, rcode, flags, edns, do, payload, rec
         wire = _message(qname, qtype, rcode, flags, edns, do, payload, recs).to_wire()
     except dns.exception.DNSException:
         return  # e.g. a name that grew too long
-    reader = ReplyReader()
+    reader = MessageReader()
     _same(reader.read(wire), dns.message.from_wire(wire))
     _same(reader.read(wire), dns.message.from_wire(wire))  # again, from the interned objects
 
@@ -105,17 +105,17 @@ def test_mutated_replies_read_or_fail_like_from_wire(recs, mutations):
         expected = dns.message.from_wire(data)
     except Exception as exc:
         try:
-            ReplyReader().read(data)
+            MessageReader().read(data)
         except Exception as mine:
             assert type(mine) is type(exc)
         else:
-            raise AssertionError(f"from_wire raised {exc!r} but ReplyReader did not") from None
+            raise AssertionError(f"from_wire raised {exc!r} but MessageReader did not") from None
         return
-    _same(ReplyReader().read(data), expected)
+    _same(MessageReader().read(data), expected)
 
 
 def test_names_and_rdatas_are_interned_across_replies():
-    reader = ReplyReader()
+    reader = MessageReader()
     soa = "ns.example. hostmaster.example. 1 3600 600 86400 300"
     one = _message(
         "a.example.", "AAAA", 0, 0, True, False, 1232, [(1, "example.", "SOA", 300, soa)]
@@ -133,7 +133,7 @@ def test_unusual_messages_go_to_dnspython():
     query = dns.message.make_query("example.", "A")
     two_questions = bytearray(dns.message.make_response(query).to_wire())
     two_questions[5] = 2
-    reader = ReplyReader()
+    reader = MessageReader()
     try:
         reader.read(bytes(two_questions))
     except dns.exception.DNSException as exc:
@@ -146,3 +146,22 @@ def test_unusual_messages_go_to_dnspython():
     notify.set_opcode(dns.opcode.NOTIFY)
     response = dns.message.make_response(notify)
     assert reader.read(response.to_wire()) == dns.message.from_wire(response.to_wire())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    names,
+    st.sampled_from(["A", "AAAA", "PTR", "TXT", "ANY", "TYPE65280"]),
+    st.sampled_from(["IN", "CH"]),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 65535),
+    st.sampled_from([0, dns.flags.RD, dns.flags.RD | dns.flags.CD, dns.flags.AD]),
+)
+def test_reads_queries_like_from_wire(qname, qtype, qclass, edns, do, payload, flags):
+    query = dns.message.make_query(
+        qname, qtype, qclass, use_edns=0 if edns else None, payload=payload, want_dnssec=do
+    )
+    query.flags = flags
+    wire = query.to_wire()
+    _same(MessageReader().read(wire), dns.message.from_wire(wire))
