@@ -125,7 +125,7 @@ class UdpListener:
                     client_class = service.classify(host)
                 if client_class >= 0:
                     found = service.cache.get_fresh((head[0], head[2] | client_class), now)
-                    if found is not None and len(found[0]) <= head[3]:
+                    if found is not None:
                         hit = found[0]
                         question_end = head[1]
                         # ID from the query; RD copied (RFC 1035 section 4.1.1);
@@ -139,6 +139,10 @@ class UdpListener:
                                 hit[question_end:],
                             )
                         )
+                        if len(out) > head[3]:
+                            # Too big for this client over UDP: cut at an RRset
+                            # boundary and set TC (RFC 1035 section 4.2.1).
+                            out = truncate(service, out, head[3])
                         try:
                             self.sock.sendto(out, addr)
                         except OSError:
@@ -149,7 +153,7 @@ class UdpListener:
                         stats.responses_by_rcode[rcode] += 1
                         if service.log_queries:
                             service._log_query(host, out, True)
-                        elif len(out) <= REPLAY_MAX_BYTES:
+                        elif len(out) <= REPLAY_MAX_BYTES and len(hit) <= head[3]:
                             # Not with the query log on: every query must pass here.
                             if len(service.replays) >= REPLAY_MAX:
                                 service.replays.clear()
@@ -191,6 +195,12 @@ REPLAY_MAX_BYTES = 1_232
 #: Datagrams handled per wake-up before other work gets a turn.
 UDP_BATCH = 64
 _UDP_RECV_SIZE = 65_535
+
+
+def truncate(service: DnsService, wire: bytes, limit: int) -> bytes:
+    """``wire`` cut down to ``limit`` bytes with TC set, OPT kept (RFC 6891 section 7)."""
+    message = service.reader.read(wire)
+    return message.to_wire(max_size=limit, prefer_truncation=True)
 
 
 def udp_limit(data: bytes) -> int:

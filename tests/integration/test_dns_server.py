@@ -53,6 +53,9 @@ def test_udp_truncates_to_the_client_payload_size_and_tcp_does_not():
                 assert not edns.flags & dns.flags.TC
                 assert len(edns.answer[0]) == 60
                 assert edns.edns == 0
+            # The classic and the EDNS answer were each resolved once; the
+            # repeats (and the truncation) came from the cache.
+            assert upstream.udp_queries == 2
             (over_tcp,) = await tcp_exchange(endpoint, [a_query("big.example.").to_wire()], 1)
             message = dns.message.from_wire(over_tcp)
             assert not message.flags & dns.flags.TC
