@@ -458,9 +458,10 @@ class RelayConfig:
     """The faithd-style relay: what it listens on, who may use it, and its limits."""
 
     ports: tuple[RelayPort, ...] = setting(
-        tuple,
-        "Prefix mode: ports relayed to the IPv4 address embedded in the address "
-        "the client dialled. An entry is a port or {port, protocols, proxy_protocol}.",
+        lambda: (RelayPort(80), RelayPort(443)),
+        "Prefix mode: ports relayed (TCP and UDP) to the IPv4 address embedded in the address "
+        "the client dialled; [] relays none. An entry is a port or {port, protocols, "
+        "proxy_protocol}.",
         p_list(p_relay_port),
         dump=lambda v: [d_relay_port(p) for p in v],
         factory=True,

@@ -45,7 +45,13 @@ def test_defaults_are_safe() -> None:
     assert [str(e) for e in DEFAULTS.dns.listen] == ["127.0.0.1:5353", "[::1]:5353"]
     assert ipaddress.ip_address("192.0.2.1") not in DEFAULTS.dns.allow
     assert ipaddress.ip_address("2001:db8::1") not in DEFAULTS.relay.clients
-    assert DEFAULTS.relay.ports == () and DEFAULTS.relay.maps == () and DEFAULTS.relay.rules == ()
+    # serve relays the web ports out of the box, for local clients only.
+    assert [(p.port, p.protocols) for p in DEFAULTS.relay.ports] == [
+        (80, ("tcp", "udp")),
+        (443, ("tcp", "udp")),
+    ]
+    assert DEFAULTS.relay.maps == () and DEFAULTS.relay.rules == ()
+    assert DEFAULTS.relay.all_ports is False
     assert [str(n) for n in DEFAULTS.dns64.exclude] == ["::ffff:0:0/96"]
 
 
