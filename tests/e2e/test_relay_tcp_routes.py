@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +73,30 @@ def test_manage_routes_adds_and_removes_the_route(topology: Topology, tmp_path: 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 0
     assert _local_routes(relay) == ""
+
+
+def test_manage_routes_follows_prefixes_across_sighup(topology: Topology, tmp_path: Path) -> None:
+    relay = topology.namespace("relay")
+    second = "2001:db8:65::/96"
+    body = '[relay]\nmanage_routes = true\nports = [{ port = 8080, protocols = ["tcp"] }]\n'
+    proc, output = _start(relay, tmp_path, f'prefixes = ["{PREFIX}"]\n{body}')
+    (tmp_path / "relay.toml").write_text(f'prefixes = ["{PREFIX}", "{second}"]\n{body}')
+    proc.send_signal(signal.SIGHUP)
+    wait_for_line(proc, output, "SIGHUP: configuration reloaded", 10)
+
+    def routes() -> str:
+        return relay.run("ip", "-6", "route", "show", "table", "local", "type", "local").stdout
+
+    assert f"local {PREFIX} dev lo" in routes()
+    assert f"local {second} dev lo" in routes()
+    (tmp_path / "relay.toml").write_text(f'prefixes = ["{second}"]\n{body}')
+    proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while output.read_text().count("SIGHUP: configuration reloaded") < 2:
+        assert time.monotonic() < deadline, output.read_text()
+        time.sleep(0.02)
+    assert f"local {PREFIX} dev lo" not in routes()
+    assert f"local {second} dev lo" in routes()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    assert f"{second}" not in routes()

@@ -210,3 +210,31 @@ def test_reload_with_new_clients_keeps_established_connections(
     new.close()
     assert _echo(old, b"two") == b"two"  # the established one is untouched
     old.close()
+
+
+def test_reload_starts_the_udp_relay_when_a_udp_map_appears(
+    tmp_path: Path, processes: list[Started], echo: int
+) -> None:
+    udp_backend = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp_backend.bind(("127.0.0.1", 0))
+    udp_backend.settimeout(5)
+    port = free_port("::1")
+    tcp_map = f'  "[::1]:{port}=127.0.0.1:{echo}",\n'
+    started = _relay(tmp_path, processes, f"[relay]\nmaps = [\n{tcp_map}]\n")
+    udp_map = (
+        f'  {{ listen = "[::1]:{port}", target = "127.0.0.1:{udp_backend.getsockname()[1]}", '
+        'protocol = "udp" },\n'
+    )
+    (tmp_path / "relay.toml").write_text(f"[relay]\nmaps = [\n{tcp_map}{udp_map}]\n")
+    started.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while "SIGHUP: configuration reloaded" not in started.text():
+        assert time.monotonic() < deadline, started.text()
+        time.sleep(0.02)
+    try:
+        client = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        client.sendto(b"after reload", ("::1", port))
+        assert udp_backend.recvfrom(100)[0] == b"after reload"
+        client.close()
+    finally:
+        udp_backend.close()

@@ -429,12 +429,26 @@ def test_bind_error_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_nothing_to_relay_is_a_usage_error() -> None:
+def test_nothing_to_relay_is_a_usage_error(tmp_path: Path) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text("[relay]\nports = []\n")
     result = subprocess.run(
-        [sys.executable, "-m", "totd_faith", "relay"], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "totd_faith", "relay", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 2
     assert "nothing to relay" in result.stderr
+
+
+def test_port_maps_alone_do_not_take_the_default_prefix_ports(
+    peer: Callable[..., int], relay: RelayFactory
+) -> None:
+    # relay.ports defaults to 80 and 443 (for serve); a map-only relay must not bind them.
+    started, port = relay(peer("echo-server"))
+    assert "; ports " not in started.text()
+    assert _echo_once(_connect(port)) == b"ping\n"
 
 
 def test_prefix_mode_refuses_addresses_outside_the_prefixes(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import subprocess
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import click
@@ -16,6 +19,7 @@ from totd_faith.cli.common import (
     overrides_from,
 )
 from totd_faith.config import Config
+from totd_faith.config import replace as replace_config
 from totd_faith.prefix import Nat64Prefix
 from totd_faith.relay import splice
 from totd_faith.relay.privileges import drop_privileges
@@ -75,6 +79,32 @@ def _describe(config: Config) -> str:
         f"per client, idle {relay.idle_timeout:g} s; {engine}"
     )
     return "; ".join(parts)
+
+
+def _maps_only(config_path: str | None, overrides: dict[str, object]) -> bool:
+    """Whether port maps or all-ports mode were asked for without naming prefix ports.
+
+    relay.ports defaults to 80 and 443 so that ``serve`` relays out of the box;
+    but ``totd-faith relay --map '[::]:8080=192.0.2.10:80'`` is 6tunnel's job
+    and must not also bind ports 80 and 443 (which needs root), nor should
+    ``--all-ports``, whose tproxy listener catches every port anyway.
+    """
+    table: object = {}
+    if config_path is not None:
+        try:
+            table = tomllib.loads(Path(config_path).read_text(encoding="utf-8")).get("relay", {})
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            table = {}  # load_config reports the problem
+    if not isinstance(table, dict):
+        table = {}
+    names_ports = "relay.ports" in overrides or "ports" in table
+    other_modes = (
+        "relay.maps" in overrides
+        or "relay.all_ports" in overrides
+        or "maps" in table
+        or table.get("all_ports") is True
+    )
+    return other_modes and not names_ports
 
 
 def has_anyip_route(prefix: Nat64Prefix) -> bool | None:
@@ -140,14 +170,18 @@ def relay(
         overrides["service.workers"] = workers
 
     def reload_config() -> Config:
-        return load_config(config_path, overrides)
+        loaded = load_config(config_path, overrides)
+        if _maps_only(config_path, overrides):
+            loaded = replace_config(loaded, relay=dataclasses.replace(loaded.relay, ports=()))
+        return loaded
 
     config = reload_config()
     relay_conf = config.relay
     if not (relay_conf.ports or relay_conf.maps or relay_conf.all_ports):
         raise click.UsageError(
-            "nothing to relay: give --port N (prefix mode), --map LISTEN=TARGET or --all-ports "
-            "(or relay.ports / relay.maps in the configuration file)"
+            "nothing to relay: relay.ports is empty; give --port N (prefix mode), "
+            "--map LISTEN=TARGET or --all-ports (or relay.ports / relay.maps in the "
+            "configuration file)"
         )
     setup_logging(config.log)
 

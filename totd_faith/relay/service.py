@@ -148,11 +148,7 @@ class RelayService:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         raise_fd_limit()
-        if self.config.relay.manage_routes:
-            # Imported here: only route management needs the host set-up modules.
-            from totd_faith import hostexec, hostsetup
-
-            self._routes = hostexec.apply(hostsetup.anyip_steps(self.config.prefixes))
+        self._sync_routes(self.config)
         try:
             self._adopt_listeners(self.config)
             for extra in self._make_extras(self.config):
@@ -167,14 +163,30 @@ class RelayService:
         self._refresher = self._loop.call_later(_OWN_ADDRESS_REFRESH, self._refresh_own)
 
     async def reload(self, config: Config) -> None:
+        """Adopt ``config``: access and limits at once, then routes, listeners, UDP, all-ports.
+
+        Every part is attempted even when an earlier one fails (a port that
+        cannot be bound must not keep new access rules from applying); the
+        failures are raised together at the end.
+        """
         self.own_addresses = own_ipv4_addresses()
         access = RelayAccess.from_config(config, self.own_addresses)
-        self._adopt_listeners(config)
         self.config = config
         self.access = access
         self.tcp.reload(config, access)
-        for extra in self.extras:
-            await extra.reload(config, access)
+        problems: list[str] = []
+        try:
+            # Before the listeners: a new prefix is routed when they serve it.
+            self._sync_routes(config)
+        except TotdFaithError as exc:
+            problems.append(str(exc))
+        try:
+            self._adopt_listeners(config)
+        except TotdFaithError as exc:
+            problems.append(str(exc))
+        await self._sync_extras(config, access, problems)
+        if problems:
+            raise OperatorError("; ".join(problems))
 
     async def stop(self, drain_timeout: float) -> None:
         if self._refresher is not None:
@@ -198,18 +210,50 @@ class RelayService:
 
     # -- pieces ------------------------------------------------------------
 
-    def _make_extras(self, config: Config) -> list[UdpRelay | TproxyRelay]:
-        """The UDP relay and the all-ports relay, when the configuration asks for them."""
-        extras: list[UdpRelay | TproxyRelay] = []
+    @staticmethod
+    def _wants(config: Config) -> tuple[bool, bool]:
+        """Whether ``config`` needs the UDP relay and the all-ports relay."""
         relay = config.relay
         wants_udp = any("udp" in p.protocols for p in relay.ports) or any(
             m.protocol == "udp" for m in relay.maps
         )
+        return wants_udp, relay.all_ports
+
+    def _make_extras(self, config: Config) -> list[UdpRelay | TproxyRelay]:
+        """The UDP relay and the all-ports relay, when the configuration asks for them."""
+        wants_udp, wants_tproxy = self._wants(config)
+        extras: list[UdpRelay | TproxyRelay] = []
         if wants_udp:
             extras.append(UdpRelay(config, self.access, self.stats))
-        if relay.all_ports:
+        if wants_tproxy:
             extras.append(TproxyRelay(config, self.access, self.tcp, self.stats))
         return extras
+
+    async def _sync_extras(self, config: Config, access: RelayAccess, problems: list[str]) -> None:
+        """Reload the parts that stay, stop the ones no longer wanted, start new ones."""
+        wants_udp, wants_tproxy = self._wants(config)
+        kept: list[UdpRelay | TproxyRelay] = []
+        for extra in self.extras:
+            wanted = wants_udp if isinstance(extra, UdpRelay) else wants_tproxy
+            try:
+                if wanted:
+                    await extra.reload(config, access)
+                else:
+                    await extra.stop(0.0)
+            except TotdFaithError as exc:
+                problems.append(str(exc))
+            if wanted:
+                kept.append(extra)
+        self.extras = kept
+        for fresh in self._make_extras(config):
+            if any(type(extra) is type(fresh) for extra in self.extras):
+                continue
+            try:
+                await fresh.start()
+            except TotdFaithError as exc:
+                problems.append(str(exc))
+            else:
+                self.extras.append(fresh)
 
     def _adopt_listeners(self, config: Config) -> None:
         """Bind what is new, keep what stays, close what went; all or nothing for binds."""
@@ -297,6 +341,24 @@ class RelayService:
                 task.add_done_callback(self._background.discard)
         assert self._loop is not None
         self._refresher = self._loop.call_later(_OWN_ADDRESS_REFRESH, self._refresh_own)
+
+    def _sync_routes(self, config: Config) -> None:
+        """With relay.manage_routes: an AnyIP route for every prefix, and none left over.
+
+        Only routes this relay added are removed (hostexec.apply skips and does
+        not report routes that were already in place).
+        """
+        if not (config.relay.manage_routes or self._routes):
+            return
+        # Imported here: only route management needs the host set-up modules.
+        from totd_faith import hostexec, hostsetup
+
+        wanted = hostsetup.anyip_steps(config.prefixes) if config.relay.manage_routes else []
+        gone = [step for step in self._routes if step not in wanted]
+        if gone:
+            hostexec.undo(gone)
+        kept = [step for step in self._routes if step in wanted]
+        self._routes = kept + hostexec.apply([step for step in wanted if step not in kept])
 
     def _undo_routes(self) -> None:
         if self._routes:
