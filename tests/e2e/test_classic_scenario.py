@@ -14,8 +14,7 @@ that adds the first relay ports; SIGTERM (in-flight download drains, new connect
 refused, exit 0 within the drain time; the route setup added stays); serve without the
 route (names the command, keeps serving DNS); ``manage_routes`` adding and removing the
 route, an idle connection ended at the end of the drain; the relay's port taken at start
-(DNS keeps serving, SIGHUP retries).  Known gaps are strict xfails: UDP added by SIGHUP,
-two workers, manage_routes for a prefix added by SIGHUP.
+(DNS keeps serving, SIGHUP retries).  Known gaps are strict xfails: two workers.
 
 Run: ``pytest -q tests/e2e/test_classic_scenario.py`` as root (about 25 s).
 """
@@ -288,11 +287,6 @@ def test_sighup_starts_the_relay_when_the_first_ports_are_added(scenario: Scenar
     assert result["tcp_ok"] and result["udp"][0]["ok"], f"{result}{serve.context()}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="relay/service.py: the UDP relay is made only in start() (_make_extras), so a "
-    "SIGHUP that adds the first UDP port leaves UDP unrelayed",
-)
 def test_sighup_adding_the_first_udp_port_relays_udp(scenario: Scenario) -> None:
     site = scenario.site
     serve = scenario.start(serve_config(ports=('{ port = 80, protocols = ["tcp"] }',)))
@@ -423,11 +417,6 @@ def test_manage_routes_adds_the_route_at_start_and_removes_it_at_stop(
     scenario.serve = None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="relay/service.py: manage_routes applies the AnyIP routes in start() only; a "
-    "SIGHUP that adds a prefix leaves it without a route (and serve gives no advice)",
-)
 def test_manage_routes_routes_a_prefix_added_by_sighup(
     scenario: Scenario, without_prefix_route: Site
 ) -> None:
