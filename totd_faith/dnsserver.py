@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -34,6 +35,7 @@ import dns.rcode
 import dns.rdatatype
 
 from totd_faith.config import Config
+from totd_faith.dns64fast import FastDns64
 from totd_faith.dnscache import DnsCache
 from totd_faith.dnsreply import MessageReader
 from totd_faith.dnssockets import listening_socket
@@ -44,7 +46,7 @@ from totd_faith.dnswire import HEADER_SIZE, QueryHead, formerr_for, header_respo
 from totd_faith.endpoints import Endpoint, IPAddress
 from totd_faith.errors import OperatorError
 from totd_faith.policy import unmap
-from totd_faith.upstream import UpstreamPool
+from totd_faith.upstream import UpstreamPool, query_wire
 
 log = logging.getLogger("totd_faith.dns")
 
@@ -53,6 +55,9 @@ Resolution = Generator[dns.message.QueryMessage, dns.message.Message | None, dns
 #: Cache-key bit for "this client gets DNS64 synthesis" (above the dnswire KEY_* bits).
 KEY_SYNTH = 8
 _MEMO_MAX = 65_536
+#: The wire-level DNS64 miss path (totd_faith.dns64fast); an internal switch,
+#: not a setting, for measuring against the core alone (TOTD_FAITH_DNS64_FAST=0).
+FAST_DNS64 = os.environ.get("TOTD_FAITH_DNS64_FAST", "1") != "0"
 
 
 class Resolver(Protocol):
@@ -144,6 +149,7 @@ class DnsService:
         #: client class, qtype, rcode); see totd_faith.dnsudp.
         self.replays: dict[bytes, tuple[bytes, float, int, int, int]] = {}
         self.resolver: Resolver | None = None
+        self.fast: FastDns64 | None = None
         self.upstreams: UpstreamPool | None = None
         self.inflight = 0
         self.tcp_clients = 0
@@ -167,9 +173,20 @@ class DnsService:
             clock=self.clock,
         )
 
+    @staticmethod
+    def _new_fast(config: Config, hosts: Sequence[Any], resolver: Resolver) -> FastDns64 | None:
+        # Only in front of the real core (not a subclass): it mirrors that core's decisions.
+        from totd_faith.dns64 import Dns64
+
+        if FAST_DNS64 and type(resolver) is Dns64:
+            return FastDns64(config, hosts)
+        return None
+
     async def start(self) -> None:
         config = self.config
-        self.resolver = self.resolver_factory(config, _read_hosts(config))
+        hosts = _read_hosts(config)
+        self.resolver = self.resolver_factory(config, hosts)
+        self.fast = self._new_fast(config, hosts, self.resolver)
         self.upstreams = self._new_upstreams(config)
         loop = asyncio.get_running_loop()
         sockets: list[tuple[Endpoint, socket.socket, socket.socket]] = []
@@ -218,13 +235,16 @@ class DnsService:
 
     async def reload(self, config: Config) -> None:
         """Adopt new upstreams, ACL, prefixes and hosts; listeners need a restart."""
-        resolver = self.resolver_factory(config, _read_hosts(config))
+        hosts = _read_hosts(config)
+        resolver = self.resolver_factory(config, hosts)
+        fast = self._new_fast(config, hosts, resolver)
         upstreams = self._new_upstreams(config)
         if config.dns.listen != self.config.dns.listen:
             log.warning("dns: new listen addresses take effect only after a restart")
         old = self.upstreams
         self.config = config
         self.resolver = resolver
+        self.fast = fast
         self.upstreams = upstreams
         self.log_queries = config.log.queries
         self.memo.clear()
@@ -354,6 +374,14 @@ class DnsService:
         self, data: bytes, host: str, head: QueryHead | None, client_class: int, udp_limit: int
     ) -> bytes | None:
         stats = self.stats
+        prefetched: dict[bytes, bytes | None] | None = None
+        fast = self.fast
+        if head is not None and client_class == KEY_SYNTH and fast is not None:
+            if fast.eligible(data, head):
+                prefetched = {}
+                done = await self._fast(fast, data, head, prefetched)
+                if done is not None:
+                    return self._fast_done(done, host, head, client_class, udp_limit)
         try:
             query = self.reader.read(data)
         except Exception:
@@ -368,7 +396,7 @@ class DnsService:
         if head is not None:
             stats.cache_misses += 1
         # Opcode, question count, EDNS version and ACL are the core's decisions.
-        response = await self._resolve(query, host)
+        response = await self._resolve(query, host, prefetched)
         # max_size: dnspython would otherwise cap at the request payload and raise.
         wire = response.to_wire(max_size=MAX_MESSAGE, prefer_truncation=True)
         if head is not None and client_class >= 0:
@@ -384,14 +412,74 @@ class DnsService:
             self._log_query(host, wire, False)
         return wire
 
-    async def _resolve(self, query: dns.message.Message, host: str) -> dns.message.Message:
+    async def _fast(
+        self,
+        fast: FastDns64,
+        data: bytes,
+        head: QueryHead,
+        prefetched: dict[bytes, bytes | None],
+    ) -> tuple[bytes, bool] | None:
+        """The wire-level miss path: (response, synthesized), or None for the core,
+        which then gets the upstream replies already received (``prefetched``)."""
+        upstreams = self.upstreams
+        assert upstreams is not None
+        aaaa_query = fast.upstream_query(data, head, dns.rdatatype.AAAA)
+        aaaa = prefetched[aaaa_query] = await upstreams.query_bytes(aaaa_query)
+        if aaaa is None:
+            return None
+        step = fast.after_aaaa(data, head, aaaa)
+        if step is None:
+            return None
+        if step:
+            return step, False
+        a_query = fast.upstream_query(data, head, dns.rdatatype.A)
+        a = prefetched[a_query] = await upstreams.query_bytes(a_query)
+        if a is None:
+            return None
+        return fast.after_a(data, head, aaaa, a)
+
+    def _fast_done(
+        self, done: tuple[bytes, bool], host: str, head: QueryHead, client_class: int, limit: int
+    ) -> bytes:
+        """Count, cache and (for small UDP clients) truncate a fast-path answer."""
+        wire, synthesized = done
+        stats = self.stats
+        stats.queries_by_type[dns.rdatatype.AAAA] += 1
+        stats.cache_misses += 1
+        stats.responses_by_rcode[wire[3] & 0x0F] += 1
+        if synthesized:
+            stats.synthesized += 1
+        self.cache.put((head[0], head[2] | client_class), wire, self.clock())
+        if len(wire) > limit:
+            # RFC 1035 section 4.2.1 / RFC 6891 section 7, as on the slow path.
+            wire = self.reader.read(wire).to_wire(max_size=limit, prefer_truncation=True)
+        if self.log_queries:
+            self._log_query(host, wire, False)
+        return wire
+
+    async def _resolve(
+        self,
+        query: dns.message.Message,
+        host: str,
+        prefetched: dict[bytes, bytes | None] | None = None,
+    ) -> dns.message.Message:
         resolver, upstreams = self.resolver, self.upstreams
         assert resolver is not None and upstreams is not None
         resolution = resolver.resolve(query, _client_address(host))
         try:
             outgoing = next(resolution)
             while True:
-                reply = await upstreams.query(outgoing)
+                reply: dns.message.Message | None
+                key = query_wire(outgoing) if prefetched else b""
+                if prefetched and key in prefetched:
+                    # The fast path already asked exactly this query: reuse its reply.
+                    raw = prefetched.pop(key)
+                    try:
+                        reply = None if raw is None else self.reader.read(raw)
+                    except Exception:
+                        reply = await upstreams.query(outgoing)
+                else:
+                    reply = await upstreams.query(outgoing)
                 outgoing = resolution.send(reply)
         except StopIteration as done:
             result: dns.message.Message = done.value

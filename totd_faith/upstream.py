@@ -32,8 +32,9 @@ import dns.rcode
 
 from totd_faith.dnsreply import MessageReader
 from totd_faith.dnsstats import DnsStats
-from totd_faith.dnswire import HEADER_SIZE, render_query, skip_name
+from totd_faith.dnswire import HEADER_SIZE, render_query, skip_name, walk_response
 from totd_faith.endpoints import Endpoint
+from totd_faith.errors import WireError
 
 log = logging.getLogger("totd_faith.upstream")
 
@@ -50,11 +51,13 @@ _UNREACHABLE_ERRNOS = frozenset((errno.EHOSTUNREACH, errno.ENETUNREACH))
 
 
 class _Pending:
-    __slots__ = ("question", "future")
+    __slots__ = ("question", "future", "raw")
 
-    def __init__(self, question: bytes, future: asyncio.Future[object]) -> None:
+    def __init__(self, question: bytes, future: asyncio.Future[object], raw: bool = False) -> None:
         self.question = question
         self.future = future
+        #: Hand back the reply bytes (checked by walk_response), not a message.
+        self.raw = raw
 
 
 def _expire(future: asyncio.Future[object]) -> None:
@@ -135,7 +138,11 @@ class _UdpChannel(asyncio.DatagramProtocol):
             result: object = _TRUNCATED
         else:
             try:
-                result = self.reader.read(data)
+                if pending.raw:
+                    walk_response(data)
+                    result = data
+                else:
+                    result = self.reader.read(data)
             except Exception:  # garbage with a matching ID: keep waiting (RFC 5452 9.1)
                 self.stats.upstream_ignored += 1
                 return
@@ -236,9 +243,20 @@ class UpstreamPool:
         when nobody does better (DNS64 treats SERVFAIL as "synthesize", RFC 6147
         section 5.1.3, so it must not be swallowed).
         """
-        wire = query_wire(message)
+        reply = await self._query(query_wire(message), False)
+        assert reply is None or isinstance(reply, dns.message.Message)
+        return reply
+
+    async def query_bytes(self, wire: bytes) -> bytes | None:
+        """:meth:`query` for a query already in wire form (any ID), answered with the
+        reply's bytes (for the DNS64 fast path, totd_faith.dns64fast)."""
+        reply = await self._query(wire, True)
+        assert reply is None or isinstance(reply, bytes)
+        return reply
+
+    async def _query(self, wire: bytes, raw: bool) -> dns.message.Message | bytes | None:
         question = wire[HEADER_SIZE : skip_name(wire, HEADER_SIZE) + 4].lower()
-        fallback: dns.message.Message | None = None
+        fallback: dns.message.Message | bytes | None = None
         order = self._order()
         if len(order) == 1:
             # With one upstream there is nobody to fail over to: send once more,
@@ -247,12 +265,13 @@ class UpstreamPool:
         for attempt, upstream in enumerate(order):
             if attempt:
                 self.stats.upstream_failovers += 1
-            reply = await self._ask(upstream, wire, question)
+            reply = await self._ask(upstream, wire, question, raw)
             if reply is None:
                 self._failed(upstream)
                 continue
             self._succeeded(upstream)
-            if reply.rcode() in (dns.rcode.SERVFAIL, dns.rcode.REFUSED):
+            rcode = reply[3] & 0x0F if isinstance(reply, bytes) else reply.rcode()
+            if rcode in (dns.rcode.SERVFAIL, dns.rcode.REFUSED):
                 fallback = reply
                 continue
             return reply
@@ -314,8 +333,8 @@ class UpstreamPool:
             raise
 
     async def _ask(
-        self, upstream: _Upstream, wire: bytes, question: bytes
-    ) -> dns.message.Message | None:
+        self, upstream: _Upstream, wire: bytes, question: bytes, raw: bool = False
+    ) -> dns.message.Message | bytes | None:
         if self._closed:
             return None
         try:
@@ -326,7 +345,7 @@ class UpstreamPool:
         qid = channel.new_id()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[object] = loop.create_future()
-        channel.pending[qid] = _Pending(question, future)
+        channel.pending[qid] = _Pending(question, future, raw)
         timer = loop.call_later(self.timeout, _expire, future)
         try:
             transport = channel.transport
@@ -339,13 +358,13 @@ class UpstreamPool:
             channel.done_with(qid)
         if result is _TRUNCATED:
             self.stats.upstream_tcp_retries += 1
-            return await self._ask_tcp(upstream, wire, question)
-        assert result is None or isinstance(result, dns.message.Message)
+            return await self._ask_tcp(upstream, wire, question, raw)
+        assert result is None or isinstance(result, dns.message.Message | bytes)
         return result
 
     async def _ask_tcp(
-        self, upstream: _Upstream, wire: bytes, question: bytes
-    ) -> dns.message.Message | None:
+        self, upstream: _Upstream, wire: bytes, question: bytes, raw: bool = False
+    ) -> dns.message.Message | bytes | None:
         """RFC 7766 section 6.2.1: query over TCP, two-byte length prefix."""
         qid = secrets.randbits(16)
         writer: asyncio.StreamWriter | None = None
@@ -358,8 +377,11 @@ class UpstreamPool:
                     data = await reader.readexactly(size)
                     if reply_matches(data, qid, question):
                         try:
+                            if raw:
+                                walk_response(data)
+                                return data
                             return self.reader.read(data)
-                        except dns.exception.DNSException:
+                        except (dns.exception.DNSException, WireError):
                             pass
                     self.stats.upstream_ignored += 1
         except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:

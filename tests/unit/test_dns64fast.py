@@ -1,0 +1,378 @@
+"""The wire-level DNS64 fast path (totd_faith.dns64fast) against the core it mirrors.
+
+Differential: for generated client queries and upstream AAAA/A replies, whenever
+the fast path answers, its answer must equal (parsed by dnspython) what the
+DNS64 core's generator returns for the same query and replies; whenever the
+fast path says the query is eligible, the core must ask upstream exactly the
+AAAA query the fast path sends (so eligibility matches the core's decisions
+about local names and lists).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from typing import Any
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from totd_faith.config import Config, from_table
+from totd_faith.dns64 import Dns64
+from totd_faith.dns64fast import FALLBACK, NEED_A, FastDns64
+from totd_faith.dnswire import scan_query
+from totd_faith.hosts import HostEntry
+from totd_faith.upstream import query_wire
+
+CLIENT = ipaddress.ip_address("::1")
+
+CONFIGS: list[dict[str, Any]] = [
+    {"prefixes": ["2001:db8:64::/96"]},
+    {"prefixes": ["64:ff9b::/96"]},
+    {"prefixes": ["2001:db8:64::/96", "64:ff9b::/96"]},
+    {
+        "prefixes": ["2001:db8:4000::/40"],
+        "dns64": {
+            "mapped": ["192.0.2.0/24", "203.0.113.0/24"],
+            "exclude": ["::ffff:0:0/96", "2001:db8:bad::/48"],
+            "never_synthesize": ["never.example"],
+            "always_synthesize": ["always.example"],
+        },
+    },
+]
+HOSTS = (
+    HostEntry(ipaddress.IPv4Address("192.0.2.77"), dns.name.from_text("static.example."), "h", 1),
+)
+_built: dict[int, tuple[Config, Dns64, FastDns64]] = {}
+
+
+def built(index: int) -> tuple[Config, Dns64, FastDns64]:
+    if index not in _built:
+        config = from_table(CONFIGS[index])
+        _built[index] = (config, Dns64(config, HOSTS), FastDns64(config, HOSTS))
+    return _built[index]
+
+
+NAMES = [
+    "a.example.",
+    "www.example.com.",
+    "never.example.",
+    "x.never.example.",
+    "always.example.",
+    "static.example.",
+    "ipv4only.arpa.",
+    "4.3.2.1.in-addr.arpa.",
+]
+TARGETS = ["c1.example.", "c2.example.net.", "a.example."]
+V4 = ["192.0.2.1", "192.0.2.1", "203.0.113.9", "198.51.100.7", "10.1.2.3", "127.0.0.1", "0.1.2.3"]
+V4 += ["224.0.0.1", "100.64.1.1", "192.0.0.170"]
+V6 = ["2001:db8::1", "::ffff:192.0.2.1", "2001:db8:bad::1", "2001:db8:64::c000:201"]
+TTLS = st.sampled_from([0, 1, 60, 300, 599, 600, 3600, 86400, 2**31 - 1, 2**31, 2**32 - 1])
+
+
+@st.composite
+def cased(draw: st.DrawFn, text: str) -> dns.name.Name:
+    """``text`` with random letter case (0x20 clients, upstreams echoing case)."""
+    flips = draw(st.lists(st.booleans(), min_size=len(text), max_size=len(text)))
+    return dns.name.from_text(
+        "".join(c.upper() if f else c for c, f in zip(text, flips, strict=True))
+    )
+
+
+@st.composite
+def client_queries(draw: st.DrawFn) -> bytes:
+    name = draw(cased(draw(st.sampled_from(NAMES))))
+    rdtype = draw(st.sampled_from(["AAAA"] * 8 + ["A", "MX"]))
+    rdclass = draw(st.sampled_from(["IN"] * 8 + ["CH"]))
+    edns = draw(st.booleans())
+    message = dns.message.make_query(
+        name,
+        rdtype,
+        rdclass,
+        use_edns=0 if edns else False,
+        want_dnssec=edns and draw(st.integers(0, 4)) == 0,
+        payload=draw(st.sampled_from([512, 1232, 4096])),
+        id=draw(st.integers(0, 0xFFFF)),
+        flags=dns.flags.RD if draw(st.integers(0, 5)) else 0,
+    )
+    if draw(st.integers(0, 4)) == 0:
+        message.flags |= dns.flags.CD
+    if draw(st.booleans()):
+        message.flags |= dns.flags.AD
+    return message.to_wire()
+
+
+def _soa(draw: st.DrawFn, owner: str = "example.") -> dns.rrset.RRset:
+    minimum = draw(st.sampled_from([0, 30, 300, 900, 7200]))
+    rrset = dns.rrset.from_text(
+        draw(cased(owner)),
+        300,
+        "IN",
+        "SOA",
+        f"ns.{owner} hostmaster.{owner} 1 7200 3600 1209600 {minimum}",
+    )
+    rrset.ttl = draw(TTLS)
+    return rrset
+
+
+@st.composite
+def chain(draw: st.DrawFn, qname: dns.name.Name) -> tuple[list[dns.rrset.RRset], dns.name.Name]:
+    """A CNAME chain from ``qname``: the records and the name at its end."""
+    out: list[dns.rrset.RRset] = []
+    name = qname
+    for _ in range(draw(st.integers(0, 2))):
+        target = draw(cased(draw(st.sampled_from(TARGETS))))
+        rrset = dns.rrset.RRset(draw(cased(name.to_text())), 1, dns.rdatatype.CNAME)
+        rrset.add(dns.rdata.from_text("IN", "CNAME", target.to_text()), draw(TTLS))
+        out.append(rrset)
+        name = target
+    return out, name
+
+
+@st.composite
+def replies(draw: st.DrawFn, upstream_query: bytes, rdtype: str) -> bytes:
+    """An upstream reply to ``upstream_query`` (wire), asking ``rdtype``."""
+    query = dns.message.from_wire(upstream_query)
+    reply = dns.message.make_response(query)
+    reply.id = 0  # the upstream module patches nothing: the shell compares by question
+    reply.set_rcode(
+        draw(st.sampled_from([dns.rcode.NOERROR] * 6 + [dns.rcode.NXDOMAIN, dns.rcode.SERVFAIL]))
+    )
+    records, final = draw(chain(query.question[0].name))
+    owner = draw(st.sampled_from([final, final, dns.name.from_text("elsewhere.example.")]))
+    if draw(st.integers(0, 3)):
+        pool = V6 if rdtype == "AAAA" else V4
+        addresses = draw(st.lists(st.sampled_from(pool), min_size=0, max_size=3))
+        if addresses:
+            rrset = dns.rrset.RRset(
+                draw(cased(owner.to_text())), 1, dns.rdatatype.from_text(rdtype)
+            )
+            for address in addresses:
+                rrset.add(dns.rdata.from_text("IN", rdtype, address), draw(TTLS))
+            records.append(rrset)
+    if draw(st.integers(0, 6)) == 0 and records:
+        records.reverse()  # out of order chains
+    reply.answer = records
+    if draw(st.integers(0, 2)):
+        reply.authority.append(_soa(draw))
+    if draw(st.integers(0, 5)) == 0:
+        reply.authority.append(
+            dns.rrset.from_text("example.", draw(TTLS), "IN", "NS", "ns.example.")
+        )
+    if draw(st.integers(0, 5)) == 0:
+        reply.additional.append(
+            dns.rrset.from_text("ns.example.", draw(TTLS), "IN", "A", "192.0.2.53")
+        )
+    if draw(st.integers(0, 4)) == 0:
+        reply.flags |= dns.flags.AD
+    if draw(st.integers(0, 5)) == 0:
+        reply.flags |= dns.flags.AA
+    if draw(st.integers(0, 3)) == 0:
+        reply.use_edns(False)
+    wire = reply.to_wire()
+    if draw(st.integers(0, 15)) == 0:
+        wire = wire[:-1]  # malformed: the fast path must give up, not guess
+    return wire
+
+
+def core_answer(
+    core: Dns64, data: bytes, replies: dict[int, bytes]
+) -> tuple[dns.message.Message, list[bytes]]:
+    """Drive the core's generator; every upstream query is answered from ``replies``
+    by qtype.  Returns the response and the upstream queries it sent (wire, ID 0)."""
+    resolution = core.resolve(dns.message.from_wire(data), CLIENT)
+    sent: list[bytes] = []
+    try:
+        outgoing = next(resolution)
+        while True:
+            sent.append(query_wire(outgoing))
+            wire = replies.get(outgoing.question[0].rdtype)
+            reply = None if wire is None else dns.message.from_wire(wire)
+            outgoing = resolution.send(reply)
+    except StopIteration as done:
+        response: dns.message.Message = done.value
+        return response, sent
+
+
+def fast_answer(fast: FastDns64, data: bytes, replies: dict[int, bytes]) -> bytes | None:
+    head = scan_query(data)
+    assert head is not None
+    result = fast.after_aaaa(data, head, replies[28])
+    if result is FALLBACK:
+        return None
+    if result != NEED_A:
+        return result
+    done = fast.after_a(data, head, replies[28], replies[1])
+    return None if done is None else done[0]
+
+
+def normal(message: dns.message.Message) -> tuple[Any, ...]:
+    """What a client sees: header, question (letter case included), sections as
+    RRsets with TTLs (case-insensitive owners), EDNS."""
+
+    def section(rrsets: list[dns.rrset.RRset]) -> list[tuple[Any, ...]]:
+        return [
+            (r.name, r.rdclass, r.rdtype, r.covers, r.ttl, sorted(rd.to_text() for rd in r))
+            for r in rrsets
+        ]
+
+    return (
+        message.id,
+        int(message.flags),
+        message.rcode(),
+        [(q.name.to_wire(), q.rdtype, q.rdclass) for q in message.question],
+        section(message.answer),
+        section(message.authority),
+        section(message.additional),
+        message.edns,
+        message.payload if message.edns >= 0 else None,
+        int(message.ednsflags),
+        message.options,
+    )
+
+
+STATS: Counter[str] = Counter()
+
+
+@settings(
+    max_examples=3000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.data())
+def test_fast_path_answers_exactly_like_the_core(data: st.DataObject) -> None:
+    config, core, fast = built(data.draw(st.integers(0, len(CONFIGS) - 1)))
+    query = data.draw(client_queries())
+    head = scan_query(query)
+    if head is None or not fast.eligible(query, head):
+        event("not eligible")
+        return
+    aaaa_query = fast.upstream_query(query, head, 28)
+    a_query = fast.upstream_query(query, head, 1)
+    replies = {
+        28: data.draw(replies_for(aaaa_query, "AAAA")),
+        1: data.draw(replies_for(a_query, "A")),
+    }
+    malformed = {qtype for qtype, wire in replies.items() if not parses(wire)}
+    if malformed:
+        # The shell would never hand dnspython-malformed bytes to the core; the
+        # fast path must not build an answer from them either.
+        event("malformed reply")
+        head = scan_query(query)
+        assert head is not None
+        first = fast.after_aaaa(query, head, replies[28])
+        if 28 in malformed:
+            assert first is FALLBACK
+        elif first == NEED_A:
+            assert fast.after_a(query, head, replies[28], replies[1]) is FALLBACK
+        return
+    expected, sent = core_answer(core, query, replies)
+    # Eligible means: the core goes upstream with exactly our AAAA query first
+    # (not a local answer, not always_synthesize's A-only path) and then, if at
+    # all, with our A query.
+    assert sent[0] == aaaa_query
+    assert sent[1:] in ([], [a_query])
+    got = fast_answer(fast, query, replies)
+    if got is None:
+        event("fallback")
+        STATS["fallback"] += 1
+        return
+    event("fast answer")
+    STATS["fast"] += 1
+    # Rendered like the shell renders it, then parsed, as a client would.
+    expected_wire = expected.to_wire(max_size=65535)
+    assert normal(dns.message.from_wire(got)) == normal(dns.message.from_wire(expected_wire))
+
+
+def parses(wire: bytes) -> bool:
+    try:
+        dns.message.from_wire(wire)
+    except Exception:
+        return False
+    return True
+
+
+def replies_for(upstream_query: bytes, rdtype: str) -> st.SearchStrategy[bytes]:
+    return replies(upstream_query, rdtype)
+
+
+# -- the common cases, stated once by hand (and proof the fast path does answer) --
+
+
+def _common(rcode: int = 0, aaaa: tuple[str, ...] = (), soa: bool = True) -> dict[str, Any]:
+    config, core, fast = built(0)
+    query = dns.message.make_query("Host.Example.", "AAAA", id=0x1234)
+    data = query.to_wire()
+    head = scan_query(data)
+    assert head is not None and fast.eligible(data, head)
+    aaaa_reply = dns.message.make_response(
+        dns.message.from_wire(fast.upstream_query(data, head, 28))
+    )
+    aaaa_reply.set_rcode(rcode)
+    if aaaa:
+        aaaa_reply.answer.append(dns.rrset.from_text("host.example.", 300, "IN", "AAAA", *aaaa))
+    if soa:
+        aaaa_reply.authority.append(
+            dns.rrset.from_text("example.", 900, "IN", "SOA", "ns.example. h.example. 1 2 3 4 60")
+        )
+    a_reply = dns.message.make_response(dns.message.from_wire(fast.upstream_query(data, head, 1)))
+    a_reply.answer.append(
+        dns.rrset.from_text("host.example.", 300, "IN", "A", "192.0.2.1", "192.0.2.2")
+    )
+    replies = {28: aaaa_reply.to_wire(), 1: a_reply.to_wire()}
+    got = fast_answer(fast, data, replies)
+    expected, _ = core_answer(core, data, replies)
+    return {"got": got, "expected": expected}
+
+
+def test_nodata_is_synthesized_on_the_fast_path() -> None:
+    result = _common()
+    assert result["got"] is not None
+    response = dns.message.from_wire(result["got"])
+    assert normal(response) == normal(result["expected"])
+    (rrset,) = response.answer
+    # RFC 6147 section 5.1.7: min(A TTL 300, SOA MINIMUM 60).
+    assert rrset.ttl == 60
+    assert sorted(rd.address for rd in rrset) == ["2001:db8:64::c000:201", "2001:db8:64::c000:202"]
+
+
+def test_no_soa_caps_at_600() -> None:
+    result = _common(soa=False)
+    response = dns.message.from_wire(result["got"])
+    assert normal(response) == normal(result["expected"])
+    assert response.answer[0].ttl == 300
+
+
+def test_real_aaaa_is_relayed_and_nxdomain_too() -> None:
+    for kwargs in ({"aaaa": ("2001:db8::1",)}, {"rcode": dns.rcode.NXDOMAIN}):
+        result = _common(**kwargs)
+        assert result["got"] is not None
+        assert normal(dns.message.from_wire(result["got"])) == normal(result["expected"])
+
+
+def test_excluded_aaaa_falls_back() -> None:
+    assert _common(aaaa=("::ffff:192.0.2.1",))["got"] is None
+
+
+@pytest.mark.parametrize(
+    ("name", "rdtype", "do"),
+    [
+        ("ipv4only.arpa.", "AAAA", False),
+        ("static.example.", "AAAA", False),
+        ("a.example.", "A", False),
+        ("a.example.", "AAAA", True),
+    ],
+)
+def test_not_eligible(name: str, rdtype: str, do: bool) -> None:
+    _, _, fast = built(0)
+    data = dns.message.make_query(name, rdtype, want_dnssec=do).to_wire()
+    head = scan_query(data)
+    assert head is not None
+    assert not fast.eligible(data, head)

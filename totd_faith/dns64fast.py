@@ -1,0 +1,511 @@
+"""A wire-level fast path for the common DNS64 miss: AAAA for a plain name, not cached.
+
+The DNS64 core (:mod:`totd_faith.dns64`) stays the reference: it parses every
+message with dnspython, which costs far more CPU than the network round trips
+of a cache miss.  This module handles only the plain common case on bytes and
+answers exactly what the core would (differential property test in
+tests/unit/test_dns64fast.py); everything else -- and any surprise in a reply
+-- returns :data:`FALLBACK` and the shell hands the query, with the upstream
+replies already received, to the core.
+
+The flow mirrors :meth:`totd_faith.dns64.Dns64._aaaa`:
+
+1. :meth:`FastDns64.eligible`: a standard query, one question, class IN, qtype
+   AAAA, no DO (so no RRSIG handling, RFC 6147 section 5.5), an OPT without
+   options if any; not ipv4only.arpa or anything else under arpa., not a static
+   host name, not under dns64.never_synthesize / always_synthesize.  The
+   shell checks the client is allowed and gets synthesis.
+2. :meth:`FastDns64.after_aaaa` on the AAAA reply: NXDOMAIN (RFC 6147 section
+   5.1.2) or real AAAA data at the end of the CNAME chain (section 5.1.1) is
+   relayed; otherwise :data:`NEED_A`.
+3. :meth:`FastDns64.after_a` on the A reply: A records at the end of the
+   chain give the synthesized answer (section 5.1.7); none, or none we may
+   synthesize, gives the AAAA reply (section 5.4).
+
+Falls back on: TC, RRSIG/DNAME/any type but A, AAAA, CNAME, NS and SOA, a
+class other than IN, OPT options (EDE must be passed on, RFC 8914) or
+extended RCODE bits, excluded AAAA records (section 5.1.4 trimming), an A
+reply RCODE other than NOERROR (section 5.1.6), compression pointers into
+the header, and anything malformed.
+
+Pure functions over bytes: no I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import Final
+
+import dns.name
+
+from totd_faith.config import Config
+from totd_faith.dns64.synthesis import MAX_CHAIN, NO_SOA_TTL_CAP, Synthesizer
+from totd_faith.dnswire import HEADER_SIZE, KEY_DO, KEY_EDNS, QueryHead
+from totd_faith.hosts import HostEntry
+
+TYPE_A = 1
+TYPE_NS = 2
+TYPE_CNAME = 5
+TYPE_SOA = 6
+TYPE_AAAA = 28
+TYPE_OPT = 41
+
+#: The EDNS payload size the core advertises to clients (dns64.messages.SERVER_PAYLOAD).
+SERVER_PAYLOAD = 1232
+
+#: Returned when the fast path does not apply: the core answers.
+FALLBACK: Final = None
+#: Returned by :meth:`FastDns64.after_aaaa`: ask for A records next (RFC 6147 5.1.6).
+NEED_A: Final = b""
+
+_HEADER = struct.Struct("!HBBHHHH")
+_RR = struct.Struct("!HHIH")
+#: dns.name.MAX_COMPRESSION_POINTER_CHAIN
+_MAX_POINTERS = 16
+#: RFC 2181 section 8: larger TTLs are read as 0 (as dnspython does).
+_TTL_MAX = 0x7FFFFFFF
+_U16 = struct.Struct("!H")
+_OPT_TO_CLIENT = b"\x00\x00\x29" + _U16.pack(SERVER_PAYLOAD) + b"\x00\x00\x00\x00\x00\x00"
+_ALLOWED_TYPES = frozenset((TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA, TYPE_AAAA))
+
+# Header bits of bytes 2 and 3 (RFC 1035 section 4.1.1, RFC 4035 section 3.2.2).
+_B2_QR = 0x80
+_B2_TC = 0x02
+_B2_RD = 0x01
+_B3_RA = 0x80
+_B3_AD = 0x20
+_B3_CD = 0x10
+
+
+class _Unusual(Exception):
+    """Not the plain shape this module handles: the core decides."""
+
+
+#: One resource record: (section 1-3, owner wire name as sent, type, ttl,
+#: rdata start, rdata end, rdata parts).  Rdata parts are the uncompressed
+#: names of NS/CNAME/SOA rdata (SOA: mname, rname, then the 20 fixed bytes).
+_Record = tuple[int, bytes, int, int, int, int, tuple[bytes, ...]]
+
+
+def _name(data: bytes, offset: int) -> tuple[bytes, int]:
+    """(uncompressed wire name, offset just past it), as dnspython reads it.
+
+    dnspython's parser demands every pointer go strictly backwards from the
+    previous one (dns.wire.Parser.get_name); so do we.  Pointers into the
+    header would read different bytes once the header is rewritten: unusual.
+    """
+    parts: list[bytes] = []
+    bound = len(data)
+    end = -1
+    limit = start = offset
+    total = 0
+    hops = 0
+    while True:
+        if offset >= bound:
+            raise _Unusual
+        length = data[offset]
+        if length == 0:
+            parts.append(b"\x00")
+            if end < 0:
+                end = offset + 1
+            break
+        if length >= 0xC0:
+            if offset + 2 > bound:
+                raise _Unusual
+            target = ((length & 0x3F) << 8) | data[offset + 1]
+            if end < 0:
+                end = offset + 2
+            hops += 1
+            if target >= limit or target < HEADER_SIZE or hops > _MAX_POINTERS:
+                raise _Unusual
+            # dnspython: the target must not overlap the name read so far.
+            bound = start
+            limit = offset = start = target
+            continue
+        if length > 63 or offset + length + 1 > bound:
+            raise _Unusual
+        total += length + 1
+        if total > 254:  # with the root label, more than 255 octets (RFC 1035 2.3.4)
+            raise _Unusual
+        parts.append(data[offset : offset + length + 1])
+        offset += length + 1
+    return b"".join(parts), end
+
+
+class _Reply:
+    """An upstream reply, walked: rcode, flags, question end, records, OPT position."""
+
+    __slots__ = ("data", "rcode", "byte3", "question_end", "records", "opt_start")
+
+    def __init__(self, data: bytes) -> None:
+        size = len(data)
+        if size < HEADER_SIZE:
+            raise _Unusual
+        _, byte2, byte3, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
+        if qdcount != 1 or not byte2 & _B2_QR or byte2 & _B2_TC:
+            raise _Unusual
+        self.data = data
+        self.byte3 = byte3
+        self.rcode = byte3 & 0x0F
+        offset = _name(data, HEADER_SIZE)[1] + 4
+        self.question_end = offset
+        self.opt_start = -1
+        records: list[_Record] = []
+        for section, count in ((1, ancount), (2, nscount), (3, arcount)):
+            for _ in range(count):
+                if self.opt_start >= 0:
+                    raise _Unusual  # anything after the OPT: not the plain shape
+                start = offset
+                owner, offset = _name(data, offset)
+                if offset + 10 > size:
+                    raise _Unusual
+                rtype, rclass, ttl, rdlength = _RR.unpack_from(data, offset)
+                rdata_start = offset + 10
+                rdata_end = rdata_start + rdlength
+                if rdata_end > size:
+                    raise _Unusual
+                offset = rdata_end
+                if rtype == TYPE_OPT:
+                    # RFC 6891 section 6.1.1: one OPT, root owner, additional
+                    # section.  Options (EDE above all, RFC 8914) and extended
+                    # RCODE bits are the core's business.
+                    if section != 3 or owner != b"\x00" or rdlength or ttl >> 24:
+                        raise _Unusual
+                    self.opt_start = start
+                    continue
+                if rclass != 1 or rtype not in _ALLOWED_TYPES:
+                    raise _Unusual
+                if ttl > _TTL_MAX:
+                    ttl = 0
+                records.append(
+                    (
+                        section,
+                        owner,
+                        rtype,
+                        ttl,
+                        rdata_start,
+                        rdata_end,
+                        _rdata_parts(data, rtype, rdata_start, rdata_end),
+                    )
+                )
+        if offset != size:
+            raise _Unusual  # trailing junk: dnspython refuses it
+        self.records = records
+
+    def body_end(self) -> int:
+        """Where the records to relay end (the OPT, which is last, is not relayed)."""
+        return self.opt_start if self.opt_start >= 0 else len(self.data)
+
+    def additional_count(self) -> int:
+        return sum(1 for r in self.records if r[0] == 3)
+
+
+def _rdata_parts(data: bytes, rtype: int, start: int, end: int) -> tuple[bytes, ...]:
+    """Check the rdata as dnspython would and return its names (see _Record)."""
+    if rtype == TYPE_A:
+        if end - start != 4:
+            raise _Unusual
+        return ()
+    if rtype == TYPE_AAAA:
+        if end - start != 16:
+            raise _Unusual
+        return ()
+    if rtype == TYPE_SOA:
+        mname, offset = _name(data, start)
+        rname, offset = _name(data, offset)
+        if offset + 20 != end:
+            raise _Unusual
+        return (mname, rname, data[offset:end])
+    target, offset = _name(data, start)  # NS, CNAME
+    if offset != end:
+        raise _Unusual
+    return (target,)
+
+
+def _follow_chain(records: Sequence[_Record], qname: bytes) -> bytes:
+    """The lowercased owner at the end of the CNAME chain from ``qname`` (lowercased).
+
+    Mirrors :func:`totd_faith.dns64.synthesis.follow_chain` (RFC 6147 section
+    5.1.5): the last CNAME per owner, at most MAX_CHAIN steps.  DNAMEs never
+    get here (unusual).
+    """
+    cnames: dict[bytes, bytes] = {}
+    for record in records:
+        if record[0] == 1 and record[2] == TYPE_CNAME:
+            # CNAME is a singleton type in dnspython: the last record of an
+            # owner replaces the others (dns.rdataset.Rdataset.add).
+            cnames[record[1].lower()] = record[6][0].lower()
+    if not cnames:
+        return qname
+    name = qname
+    for _ in range(MAX_CHAIN):
+        target = cnames.get(name)
+        if target is None:
+            break
+        name = target
+    return name
+
+
+class _Writer:
+    """A response being built, with name compression like dnspython's renderer."""
+
+    __slots__ = ("buf", "names")
+
+    def __init__(self, head: bytes, qname: bytes) -> None:
+        self.buf = bytearray(head)
+        self.names: dict[bytes, int] = {}
+        low = qname.lower()
+        i = 0
+        while qname[i]:
+            self.names[low[i:]] = HEADER_SIZE + i
+            i += qname[i] + 1
+
+    def name(self, wire: bytes) -> None:
+        buf = self.buf
+        names = self.names
+        low = wire.lower()
+        i = 0
+        base = len(buf)
+        while wire[i]:
+            pointer = names.get(low[i:])
+            if pointer is not None:
+                buf += wire[:i]
+                buf += _U16.pack(0xC000 | pointer)
+                return
+            if base + i < 0x4000:
+                names[low[i:]] = base + i
+            i += wire[i] + 1
+        buf += wire
+
+    def record(
+        self, owner: bytes, rtype: int, ttl: int, rdata: bytes, parts: tuple[bytes, ...]
+    ) -> None:
+        self.name(owner)
+        buf = self.buf
+        buf += _RR.pack(rtype, 1, ttl, 0)
+        start = len(buf)
+        if not parts:
+            buf += rdata
+        else:
+            # RFC 3597 section 4: names in NS, CNAME and SOA rdata may be compressed.
+            for part in parts[:2] if rtype == TYPE_SOA else parts:
+                self.name(part)
+            if rtype == TYPE_SOA:
+                buf += parts[2]
+        buf[start - 2 : start] = _U16.pack(len(buf) - start)
+
+
+class FastDns64:
+    """The fast path's view of the configuration (built like :class:`~totd_faith.dns64.Dns64`)."""
+
+    def __init__(self, config: Config, hosts: Sequence[HostEntry] = ()) -> None:
+        self.synth = Synthesizer(config.prefixes, config.dns64.mapped, config.dns64.exclude)
+        self.payload = config.dns.udp_payload_size
+        # Lowercased wire names; dnspython compares names ASCII-case-insensitively.
+        self.listed = frozenset(
+            _lower_wire(n)
+            for n in (*config.dns64.never_synthesize, *config.dns64.always_synthesize)
+        )
+        self.hosts = frozenset(_lower_wire(e.name) for e in hosts)
+
+    # -- 1. the query ----------------------------------------------------------------
+
+    def eligible(self, data: bytes, head: QueryHead) -> bool:
+        """Whether the plain cold AAAA path applies (``head`` from dnswire.scan_query,
+        which already demands QR=0, opcode QUERY, one question, no answer or
+        authority records and at most an EDNS version 0 OPT)."""
+        key = head[0]
+        if key[-4:] != b"\x00\x1c\x00\x01" or head[2] & KEY_DO:
+            return False  # not AAAA/IN, or DO (RFC 6147 section 5.5)
+        if head[2] & KEY_EDNS and len(data) != head[1] + 11:
+            return False  # OPT with options: let dnspython judge them
+        qname = key[:-4]
+        # Local data: ipv4only.arpa, reverse zones (all under arpa.) and hosts.
+        if qname.endswith(b"\x04arpa\x00") or qname in self.hosts:
+            return False
+        listed = self.listed
+        if listed:
+            i = 0
+            while True:
+                if qname[i:] in listed:
+                    return False
+                if not qname[i]:
+                    break
+                i += qname[i] + 1
+        return True
+
+    def upstream_query(self, data: bytes, head: QueryHead, rdtype: int) -> bytes:
+        """The upstream query the core would send (dns64.messages.upstream_query), ID 0:
+        RD, the client's CD and AD, its qname as asked, EDNS0 without DO."""
+        name_end = head[1] - 4
+        return b"".join(
+            (
+                b"\x00\x00",
+                bytes((_B2_RD, data[3] & (_B3_CD | _B3_AD))),
+                b"\x00\x01\x00\x00\x00\x00\x00\x01",
+                data[HEADER_SIZE:name_end],
+                _U16.pack(rdtype),
+                b"\x00\x01\x00\x00\x29",
+                _U16.pack(self.payload),
+                b"\x00\x00\x00\x00\x00\x00",
+            )
+        )
+
+    # -- 2. the AAAA reply -----------------------------------------------------------
+
+    def after_aaaa(self, data: bytes, head: QueryHead, reply: bytes) -> bytes | None:
+        """The response, :data:`NEED_A`, or :data:`FALLBACK`."""
+        try:
+            parsed = _Reply(reply)
+            records = parsed.records
+            is_excluded = self.synth.is_excluded
+            for record in records:
+                if (
+                    record[0] == 1
+                    and record[2] == TYPE_AAAA
+                    and is_excluded(int.from_bytes(reply[record[4] : record[5]]))
+                ):
+                    return FALLBACK  # RFC 6147 section 5.1.4 trimming: the core does it
+            if parsed.rcode == 3:
+                # RFC 6147 section 5.1.2: NXDOMAIN is returned, never synthesized.
+                return self._relay(data, head, parsed)
+            if parsed.rcode == 0:
+                final = _follow_chain(records, head[0][:-4])
+                for record in records:
+                    if record[0] == 1 and record[2] == TYPE_AAAA and record[1].lower() == final:
+                        return self._relay(data, head, parsed)  # section 5.1.1
+            return NEED_A
+        except _Unusual:
+            return FALLBACK
+
+    # -- 3. the A reply --------------------------------------------------------------
+
+    def after_a(
+        self, data: bytes, head: QueryHead, aaaa_reply: bytes, a_reply: bytes
+    ) -> tuple[bytes, bool] | None:
+        """(response, synthesized) or :data:`FALLBACK`."""
+        try:
+            a = _Reply(a_reply)
+            if a.rcode != 0:
+                return FALLBACK  # RFC 6147 section 5.1.6, the core's rules
+            records = a.records
+            final = _follow_chain(records, head[0][:-4])
+            basis: list[_Record] = []
+            for record in records:
+                if record[0] == 1 and record[2] == TYPE_A and record[1].lower() == final:
+                    basis.append(record)
+            v6: list[int] = []
+            if basis:
+                addresses = dict.fromkeys(
+                    int.from_bytes(a_reply[r[4] : r[5]]) for r in basis
+                )  # dnspython's rdataset drops duplicates
+                v6 = list(dict.fromkeys(self.synth.embed_all(list(addresses))))
+            aaaa = _Reply(aaaa_reply)
+            if not v6:
+                # RFC 6147 section 5.4: nothing to synthesize, the AAAA reply.
+                return self._relay(data, head, aaaa), False
+            # RFC 6147 section 5.1.7: TTL = min(A TTL, SOA TTL/MINIMUM of the
+            # negative AAAA answer), 600 s without an SOA (synthesis.negative_ttl).
+            ttl = min(r[3] for r in basis)
+            return self._synthesized(data, head, a, basis, v6, min(ttl, _negative_ttl(aaaa))), True
+        except _Unusual:
+            return FALLBACK
+
+    # -- building responses ------------------------------------------------------
+
+    @staticmethod
+    def _head(
+        data: bytes, head: QueryHead, rcode: int, ad: bool, counts: tuple[int, int, int]
+    ) -> bytes:
+        # dns64.messages.new_response: QR, RA, the client's RD and CD, opcode
+        # QUERY (0); relay: the reply's RCODE, AD as decided by the caller.
+        byte3 = _B3_RA | (data[3] & _B3_CD) | (_B3_AD if ad else 0) | rcode
+        edns = 1 if head[2] & KEY_EDNS else 0
+        return b"".join(
+            (
+                data[:2],
+                _HEADER.pack(
+                    0, _B2_QR | (data[2] & _B2_RD), byte3, 1, counts[0], counts[1], counts[2] + edns
+                )[2:],
+                data[HEADER_SIZE : head[1]],
+            )
+        )
+
+    def _relay(self, data: bytes, head: QueryHead, reply: _Reply) -> bytes:
+        """dns64.messages.relay with keep_ad: the reply's records after the client's
+        header and question.  The reply's question has the length of the
+        client's (the upstream module checks it echoes ours), so compression
+        pointers stay valid."""
+        reply_data = reply.data
+        if reply.question_end != head[1]:
+            raise _Unusual
+        counts = _HEADER.unpack_from(reply_data)[4:]
+        ar = counts[2] - (1 if reply.opt_start >= 0 else 0)
+        # RFC 6840 section 5.7: AD only for a client that asked for it (AD or
+        # DO; DO never gets here) and only as the upstream asserted it.
+        ad = bool(reply.byte3 & _B3_AD and data[3] & _B3_AD)
+        out = self._head(data, head, reply.rcode, ad, (counts[0], counts[1], ar))
+        body = reply_data[reply.question_end : reply.body_end()]
+        if head[2] & KEY_EDNS:
+            return out + body + _OPT_TO_CLIENT
+        return out + body
+
+    def _synthesized(
+        self,
+        data: bytes,
+        head: QueryHead,
+        a: _Reply,
+        basis: list[_Record],
+        v6: list[int],
+        ttl: int,
+    ) -> bytes:
+        """RFC 6147 section 5.4: the client's question, the A reply's answer with the
+        A RRset at the end of the chain replaced by the synthetic AAAA RRset
+        (other A records dropped, section 5.1.6), authority and additional
+        copied; no AD (section 5.5, synthetic data is not signed)."""
+        records = a.records
+        a_data = a.data
+        answers = 0
+        first = basis[0]
+        for record in records:
+            if record[0] == 1 and record[2] != TYPE_A:
+                answers += 1
+        counts = (
+            answers + len(v6),
+            sum(1 for r in records if r[0] == 2),
+            a.additional_count(),
+        )
+        writer = _Writer(self._head(data, head, 0, False, counts), data[HEADER_SIZE : head[1] - 4])
+        for record in records:
+            rtype = record[2]
+            if record[0] == 1 and rtype == TYPE_A:
+                if record is first:
+                    for value in v6:
+                        writer.record(first[1], TYPE_AAAA, ttl, value.to_bytes(16), ())
+                continue
+            writer.record(record[1], rtype, record[3], a_data[record[4] : record[5]], record[6])
+        if head[2] & KEY_EDNS:
+            writer.buf += _OPT_TO_CLIENT
+        return bytes(writer.buf)
+
+
+def _lower_wire(name: dns.name.Name) -> bytes:
+    wire = name.to_wire()
+    assert wire is not None
+    return wire.lower()
+
+
+def _negative_ttl(reply: _Reply) -> int:
+    """:func:`totd_faith.dns64.synthesis.negative_ttl` on bytes: min(SOA TTL, MINIMUM)
+    of the first SOA RRset in the authority section (its records merged as
+    dnspython merges them: TTL = the smallest), else 600 s."""
+    soas = [r for r in reply.records if r[0] == 2 and r[2] == TYPE_SOA]
+    if not soas:
+        return NO_SOA_TTL_CAP
+    owner = soas[0][1].lower()
+    same = [r for r in soas if r[1].lower() == owner]
+    ttl = min(r[3] for r in same)
+    # SOA is a singleton type in dnspython too: the last record's data stays.
+    minimum = int.from_bytes(same[-1][6][2][16:20])
+    return min(ttl, minimum)
