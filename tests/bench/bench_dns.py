@@ -184,7 +184,9 @@ def start_bench_nsd(zone: str, workdir: Path) -> NsdServer:
     return NsdServer(endpoint, workdir, daemon)
 
 
-def start_totd_faith(workdir: Path, upstream: Endpoint, cpu: str | None) -> tuple[Endpoint, Daemon]:
+def start_totd_faith(
+    workdir: Path, upstream: Endpoint, cpu: str | None, workers: int = 1
+) -> tuple[Endpoint, Daemon]:
     port = free_port()
     conf = workdir / "totd-faith.toml"
     conf.write_text(
@@ -193,6 +195,9 @@ def start_totd_faith(workdir: Path, upstream: Endpoint, cpu: str | None) -> tupl
         '[log]\nlevel = "warning"\n'
     )
     argv = [*taskset(cpu), sys.executable, "-m", "totd_faith", "dns", "-c", str(conf)]
+    if workers > 1:
+        # SO_REUSEPORT worker processes (serve/dns --workers), all on the server CPU set.
+        argv += ["--workers", str(workers)]
     run_dir = workdir / "totd-faith"
     run_dir.mkdir(exist_ok=True)
     daemon = Daemon("totd-faith", argv, run_dir)
@@ -260,6 +265,12 @@ def main() -> int:
     parser.add_argument("--only", choices=("totd-faith", "unbound"), default=None)
     parser.add_argument("--profile", action="store_true", help="py-spy the hot and cold runs")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="totd-faith dns --workers N (give --server-cpu a CPU list, e.g. 0,1)",
+    )
     args = parser.parse_args()
     server_cpu = args.server_cpu or None
     client_cpu = args.client_cpu or None
@@ -274,7 +285,7 @@ def main() -> int:
     try:
         servers: list[tuple[str, Endpoint, int]] = []
         if args.only in (None, "totd-faith"):
-            ours, daemon = start_totd_faith(workdir, nsd.endpoint, server_cpu)
+            ours, daemon = start_totd_faith(workdir, nsd.endpoint, server_cpu, args.workers)
             daemons.append(daemon)
             servers.append(("totd-faith", ours, daemon.pid))
         if args.only in (None, "unbound"):
@@ -332,7 +343,10 @@ def main() -> int:
             daemon.stop()
 
     print(f"\nmachine: {machine()}\n")
-    print(f"workdir: {workdir}; servers on CPU {server_cpu}, dnsperf+NSD on CPU {client_cpu}\n")
+    print(
+        f"workdir: {workdir}; servers on CPU {server_cpu}, dnsperf+NSD on CPU {client_cpu}; "
+        f"totd-faith workers: {args.workers}\n"
+    )
     print("| load | server | queries sent | completed | qps | p50 ms | p99 ms | rcodes |")
     print("|---|---|---:|---:|---:|---:|---:|---|")
     for r in results:
