@@ -14,7 +14,7 @@ that adds the first relay ports; SIGTERM (in-flight download drains, new connect
 refused, exit 0 within the drain time; the route setup added stays); serve without the
 route (names the command, keeps serving DNS); ``manage_routes`` adding and removing the
 route, an idle connection ended at the end of the drain; the relay's port taken at start
-(DNS keeps serving, SIGHUP retries).  Known gaps are strict xfails: two workers.
+(DNS keeps serving, SIGHUP retries); two workers sharing the ports.
 
 Run: ``pytest -q tests/e2e/test_classic_scenario.py`` as root (about 25 s).
 """
@@ -296,11 +296,6 @@ def test_sighup_adding_the_first_udp_port_relays_udp(scenario: Scenario) -> None
     assert result["udp"][0]["ok"], f"{result}{serve.context()}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dnsserver.py _socket() never sets SO_REUSEPORT, so with service.workers > 1 the "
-    "second worker cannot bind the DNS address and serve exits 1",
-)
 def test_two_workers_serve_reload_and_stop(scenario: Scenario) -> None:
     site = scenario.site
     scenario.stop()
