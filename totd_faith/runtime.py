@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from totd_faith import sdnotify
+from totd_faith import hostexec, hostsetup, sdnotify
 from totd_faith.config import Config, LogConfig
 from totd_faith.errors import TotdFaithError
 
@@ -165,6 +165,8 @@ def run_workers(
     config: Config,
     reload_config: Callable[[], Config] | None = None,
     ready: Callable[[], None] | None = None,
+    *,
+    manage_host: bool = False,
 ) -> int:
     """Run ``workers`` processes, each with its own services on shared ports.
 
@@ -179,6 +181,35 @@ def run_workers(
     if workers <= 1:
         run(build(config, 0), config, reload_config, ready)
         return 0
+    # With several workers the supervisor owns the host set-up (AnyIP routes for
+    # manage_routes, the tproxy table for all-ports): the workers then find each step
+    # already in place, never remove it, and the first worker to stop cannot pull the
+    # table from under the others while they drain.
+    applied = hostexec.apply(supervisor_steps(config)) if manage_host else []
+    try:
+        return _fork_workers(workers, build, config, reload_config, ready)
+    finally:
+        hostexec.undo(applied)
+
+
+def supervisor_steps(config: Config) -> list[hostsetup.Step]:
+    """The host steps the relay applies at start, for the supervisor to own."""
+    relay = config.relay
+    steps: list[hostsetup.Step] = []
+    if relay.manage_routes:
+        steps += hostsetup.anyip_steps(config.prefixes)
+    if relay.all_ports:
+        steps += hostsetup.tproxy_steps(config.prefixes, relay.tproxy_port)
+    return steps
+
+
+def _fork_workers(
+    workers: int,
+    build: Callable[[Config, int], Sequence[Service]],
+    config: Config,
+    reload_config: Callable[[], Config] | None,
+    ready: Callable[[], None] | None,
+) -> int:
     import os
 
     ready_r, ready_w = os.pipe()

@@ -203,7 +203,9 @@ def serve(
             keep = config.relay.manage_routes or config.relay.all_ports
             log.info("%s", drop_privileges(config.service.user, keep_net_admin=keep))
 
-    status = run_workers(config.service.workers, build, config, reload_config, ready)
+    status = run_workers(
+        config.service.workers, build, config, reload_config, ready, manage_host=True
+    )
     if status:
         raise click.exceptions.Exit(status)
 
