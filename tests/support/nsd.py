@@ -78,6 +78,9 @@ def nsd_config(
         "  server-count: 1",
         "  hide-version: yes",
         "  refuse-any: no",
+        # Debian's NSD rate-limits responses per source block by default; tests and
+        # benchmarks send bursts from one address.
+        "  rrl-ratelimit: 0",
         "remote-control:",
         "  control-enable: no",
     ]
