@@ -133,8 +133,9 @@ def _name(data: bytes, offset: int) -> tuple[bytes, int]:
     return b"".join(parts), end
 
 
-class _Reply:
-    """An upstream reply, walked: rcode, flags, question end, records, OPT position."""
+class Reply:
+    """An upstream reply, walked: rcode, flags, question end, records, OPT position.
+    Raises _Unusual for anything the fast path does not handle (see :meth:`FastDns64.parse`)."""
 
     __slots__ = ("data", "rcode", "byte3", "question_end", "records", "opt_start")
 
@@ -352,12 +353,20 @@ class FastDns64:
             )
         )
 
+    @staticmethod
+    def parse(reply: bytes) -> Reply | None:
+        """An upstream reply walked once for the steps below, or None (FALLBACK)."""
+        try:
+            return Reply(reply)
+        except _Unusual:
+            return None
+
     # -- 2. the AAAA reply -----------------------------------------------------------
 
-    def after_aaaa(self, data: bytes, head: QueryHead, reply: bytes) -> bytes | None:
+    def after_aaaa(self, data: bytes, head: QueryHead, parsed: Reply) -> bytes | None:
         """The response, :data:`NEED_A`, or :data:`FALLBACK`."""
+        reply = parsed.data
         try:
-            parsed = _Reply(reply)
             records = parsed.records
             is_excluded = self.synth.is_excluded
             for record in records:
@@ -382,11 +391,11 @@ class FastDns64:
     # -- 3. the A reply --------------------------------------------------------------
 
     def after_a(
-        self, data: bytes, head: QueryHead, aaaa_reply: bytes, a_reply: bytes
+        self, data: bytes, head: QueryHead, aaaa: Reply, a: Reply
     ) -> tuple[bytes, bool] | None:
         """(response, synthesized) or :data:`FALLBACK`."""
+        a_reply = a.data
         try:
-            a = _Reply(a_reply)
             if a.rcode != 0:
                 return FALLBACK  # RFC 6147 section 5.1.6, the core's rules
             records = a.records
@@ -401,7 +410,6 @@ class FastDns64:
                     int.from_bytes(a_reply[r[4] : r[5]]) for r in basis
                 )  # dnspython's rdataset drops duplicates
                 v6 = list(dict.fromkeys(self.synth.embed_all(list(addresses))))
-            aaaa = _Reply(aaaa_reply)
             if not v6:
                 # RFC 6147 section 5.4: nothing to synthesize, the AAAA reply.
                 return self._relay(data, head, aaaa), False
@@ -432,7 +440,7 @@ class FastDns64:
             )
         )
 
-    def _relay(self, data: bytes, head: QueryHead, reply: _Reply) -> bytes:
+    def _relay(self, data: bytes, head: QueryHead, reply: Reply) -> bytes:
         """dns64.messages.relay with keep_ad: the reply's records after the client's
         header and question.  The reply's question has the length of the
         client's (the upstream module checks it echoes ours), so compression
@@ -455,7 +463,7 @@ class FastDns64:
         self,
         data: bytes,
         head: QueryHead,
-        a: _Reply,
+        a: Reply,
         basis: list[_Record],
         v6: list[int],
         ttl: int,
@@ -496,7 +504,7 @@ def _lower_wire(name: dns.name.Name) -> bytes:
     return wire.lower()
 
 
-def _negative_ttl(reply: _Reply) -> int:
+def _negative_ttl(reply: Reply) -> int:
     """:func:`totd_faith.dns64.synthesis.negative_ttl` on bytes: min(SOA TTL, MINIMUM)
     of the first SOA RRset in the authority section (its records merged as
     dnspython merges them: TTL = the smallest), else 600 s."""

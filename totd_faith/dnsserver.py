@@ -424,7 +424,8 @@ class DnsService:
         upstreams = self.upstreams
         assert upstreams is not None
         aaaa_query = fast.upstream_query(data, head, dns.rdatatype.AAAA)
-        aaaa = prefetched[aaaa_query] = await upstreams.query_bytes(aaaa_query)
+        aaaa_wire = prefetched[aaaa_query] = await upstreams.query_bytes(aaaa_query)
+        aaaa = None if aaaa_wire is None else fast.parse(aaaa_wire)
         if aaaa is None:
             return None
         step = fast.after_aaaa(data, head, aaaa)
@@ -433,7 +434,8 @@ class DnsService:
         if step:
             return step, False
         a_query = fast.upstream_query(data, head, dns.rdatatype.A)
-        a = prefetched[a_query] = await upstreams.query_bytes(a_query)
+        a_wire = prefetched[a_query] = await upstreams.query_bytes(a_query)
+        a = None if a_wire is None else fast.parse(a_wire)
         if a is None:
             return None
         return fast.after_a(data, head, aaaa, a)

@@ -235,6 +235,8 @@ def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | No
             "record",
             "--format",
             "raw",
+            "--rate",
+            "400",
             "-d",
             str(int(seconds)),
             "-o",
