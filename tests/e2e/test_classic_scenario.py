@@ -381,7 +381,7 @@ def test_without_the_route_serve_names_the_command_and_keeps_serving_dns(
 ) -> None:
     site = without_prefix_route
     serve = scenario.start(serve_config(), relay_ready=False)
-    advice = serve.wait_log(r"no route delivers .*`(ip -6 route add local \S+ dev lo)`")
+    advice = serve.wait_log(r"no AnyIP route for .*`(ip -6 route add local \S+ dev lo)`")
     assert advice.group(1) == f"ip -6 route add local {PREFIX} dev lo", advice.group(0)
     assert dig(site.client, "AAAA", WWW) == ("NOERROR", [(WWW + ".", "AAAA", SERVER_V6)])
     unrouted = site.client.run(*curl_argv(f"http://{WWW}/", "-6", "--max-time", "1"), check=False)

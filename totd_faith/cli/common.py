@@ -115,6 +115,31 @@ def override_flags(*, dns: bool = True, relay: bool = True) -> Callable[[F], F]:
                     help="Port map LISTEN=TARGET, e.g. '[::]:8080=192.0.2.10:80', repeatable.",
                 ),
             ]
+        if relay:
+            options.append(
+                click.option(
+                    "--manage-routes",
+                    is_flag=True,
+                    default=None,
+                    help="Add the AnyIP route for each prefix at start and remove it at stop "
+                    "(root).",
+                )
+            )
+        options += [
+            click.option(
+                "-w",
+                "--workers",
+                type=click.IntRange(1, 256),
+                default=None,
+                help="Processes sharing the listening sockets (SO_REUSEPORT), e.g. one per core.",
+            ),
+            click.option(
+                "--log-format",
+                type=click.Choice(["text", "json"]),
+                default=None,
+                help="text (journald-friendly, the default) or json (for log shippers).",
+            ),
+        ]
         for option in reversed(options):
             func = option(func)
         return func
@@ -131,6 +156,9 @@ def overrides_from(params: Mapping[str, Any]) -> dict[str, object]:
         "relay_ports": "relay.ports",
         "all_ports": "relay.all_ports",
         "maps": "relay.maps",
+        "manage_routes": "relay.manage_routes",
+        "workers": "service.workers",
+        "log_format": "log.format",
     }
     out: dict[str, object] = {}
     for param, key in mapping.items():

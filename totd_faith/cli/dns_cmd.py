@@ -38,14 +38,7 @@ invalid new configuration is logged and the old one kept).
 @click.command(cls=Command, epilog=_EPILOG)
 @config_option
 @override_flags(dns=True, relay=False)
-@click.option(
-    "-w",
-    "--workers",
-    type=click.IntRange(1, 256),
-    default=None,
-    help="Processes sharing the listening sockets (SO_REUSEPORT), e.g. one per core.",
-)
-def dns(config_path: str | None, workers: int | None, **flags: Any) -> None:
+def dns(config_path: str | None, **flags: Any) -> None:
     """Run the DNS64 proxy (RFC 6147) in the foreground.
 
     AAAA queries for IPv4-only names are answered with addresses inside the
@@ -53,8 +46,6 @@ def dns(config_path: str | None, workers: int | None, **flags: Any) -> None:
     cached.  Flags override the configuration file.
     """
     overrides = overrides_from(flags)
-    if workers is not None:
-        overrides["service.workers"] = workers
 
     def reload_config() -> Config:
         return load_config(config_path, overrides)

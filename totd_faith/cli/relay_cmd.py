@@ -124,39 +124,24 @@ def has_anyip_route(prefix: Nat64Prefix) -> bool | None:
     return any(line.split()[:1] == ["local"] for line in out.stdout.splitlines())
 
 
-def _warn_missing_routes(config: Config) -> None:
+def route_advice(config: Config) -> list[str]:
+    """One line per prefix the relay cannot receive, naming the command that fixes it."""
     relay = config.relay
     if not relay.ports or relay.all_ports or relay.manage_routes:
-        return
-    for prefix in config.prefixes:
-        if has_anyip_route(prefix) is False:
-            log.warning(
-                "no AnyIP route for %s: clients cannot reach the relay through it; add it with: "
-                "ip -6 route add local %s dev lo",
-                prefix,
-                prefix,
-            )
+        return []
+    return [
+        f"no AnyIP route for {prefix}: clients cannot reach the relay through it; add it with "
+        f"`ip -6 route add local {prefix} dev lo` (or use --manage-routes, or "
+        f"`totd-faith setup --prefix {prefix} --apply`)"
+        for prefix in config.prefixes
+        if has_anyip_route(prefix) is False
+    ]
 
 
 @click.command(cls=Command, epilog=_EPILOG)
 @config_option
 @override_flags(dns=False, relay=True)
-@click.option(
-    "--manage-routes",
-    is_flag=True,
-    default=None,
-    help="Add the AnyIP route for each prefix at start and remove it at stop (root).",
-)
-@click.option(
-    "-w",
-    "--workers",
-    type=click.IntRange(1, 256),
-    default=None,
-    help="Processes sharing the listening sockets (SO_REUSEPORT), e.g. one per core.",
-)
-def relay(
-    config_path: str | None, manage_routes: bool | None, workers: int | None, **flags: Any
-) -> None:
+def relay(config_path: str | None, **flags: Any) -> None:
     """Run the IPv6-to-IPv4 relay (faithd successor) in the foreground.
 
     Prefix mode relays connections to PREFIX::a.b.c.d port N to a.b.c.d port
@@ -164,10 +149,6 @@ def relay(
     override the configuration file.
     """
     overrides = overrides_from(flags)
-    if manage_routes is not None:
-        overrides["relay.manage_routes"] = manage_routes
-    if workers is not None:
-        overrides["service.workers"] = workers
 
     def reload_config() -> Config:
         loaded = load_config(config_path, overrides)
@@ -190,7 +171,8 @@ def relay(
 
     def ready() -> None:
         log.info("relay: %s", _describe(config))
-        _warn_missing_routes(config)
+        for line in route_advice(config):
+            log.warning("%s", line)
         if config.service.user:
             keep = relay_conf.manage_routes or relay_conf.all_ports
             log.info("%s", drop_privileges(config.service.user, keep_net_admin=keep))

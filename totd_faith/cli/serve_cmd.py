@@ -19,7 +19,7 @@ from totd_faith.cli.common import (
     override_flags,
     overrides_from,
 )
-from totd_faith.cli.relay_cmd import _describe, has_anyip_route
+from totd_faith.cli.relay_cmd import _describe, route_advice
 from totd_faith.config import Config
 from totd_faith.dnsserver import DnsService
 from totd_faith.errors import OperatorError
@@ -108,23 +108,6 @@ def build_services(config: Config, worker: int = 0) -> list[Service]:
     return services
 
 
-def route_advice(config: Config) -> list[str]:
-    """One line per prefix that the relay cannot receive, with the command that fixes it."""
-    relay = config.relay
-    if not relay.ports or relay.all_ports or relay.manage_routes:
-        return []
-    lines = []
-    for prefix in config.prefixes:
-        if has_anyip_route(prefix) is False:
-            lines.append(
-                f"no route delivers {prefix} to this host, so the relay cannot receive "
-                f"connections for it; add it with `ip -6 route add local {prefix} dev lo` "
-                f"(or run serve with --manage-routes, or `totd-faith setup --prefix {prefix} "
-                "--apply`). DNS64 keeps serving."
-            )
-    return lines
-
-
 def _announce(config: Config, services: Sequence[Service]) -> None:
     dns = config.dns
     upstreams = ", ".join(map(str, dns.upstreams)) or "from /etc/resolv.conf"
@@ -137,38 +120,13 @@ def _announce(config: Config, services: Sequence[Service]) -> None:
     if any(isinstance(s, OptionalRelay) and s.running for s in services):
         log.info("serve: relay %s", _describe(config))
     for line in route_advice(config):
-        log.warning("%s", line)
+        log.warning("%s. DNS64 keeps serving.", line)
 
 
 @click.command(cls=Command, epilog=_EPILOG)
 @config_option
 @override_flags(dns=True, relay=True)
-@click.option(
-    "--manage-routes",
-    is_flag=True,
-    default=None,
-    help="Add the AnyIP route for each prefix at start and remove it at stop (root).",
-)
-@click.option(
-    "-w",
-    "--workers",
-    type=click.IntRange(1, 256),
-    default=None,
-    help="Processes sharing the listening sockets (SO_REUSEPORT), e.g. one per core.",
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default=None,
-    help="text (journald-friendly, the default) or json (for log shippers).",
-)
-def serve(
-    config_path: str | None,
-    manage_routes: bool | None,
-    workers: int | None,
-    log_format: str | None,
-    **flags: Any,
-) -> None:
+def serve(config_path: str | None, **flags: Any) -> None:
     """Run the DNS64 proxy and the relay together in the foreground.
 
     AAAA answers for IPv4-only names point into the translation prefixes, and
@@ -176,12 +134,6 @@ def serve(
     IPv4 address.  Flags override the configuration file.
     """
     overrides = overrides_from(flags)
-    if manage_routes is not None:
-        overrides["relay.manage_routes"] = manage_routes
-    if workers is not None:
-        overrides["service.workers"] = workers
-    if log_format is not None:
-        overrides["log.format"] = log_format
     if flags.get("relay_ports"):
         # --relay-port N relays TCP and UDP on port N (the default protocols).
         overrides["relay.ports"] = list(flags["relay_ports"])
@@ -210,4 +162,4 @@ def serve(
         raise click.exceptions.Exit(status)
 
 
-__all__ = ["serve", "build_services", "route_advice", "OptionalRelay"]
+__all__ = ["serve", "build_services", "OptionalRelay"]
