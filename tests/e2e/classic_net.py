@@ -36,6 +36,7 @@ from typing import Any
 
 from tests.netns import Namespace, Topology
 from tests.support.cli import totd_faith_argv
+from tests.support.nginx import nginx_conf
 from tests.support.nsd import nsd_config
 
 PREFIX = "2001:db8:64::/96"
@@ -72,27 +73,13 @@ www    IN A   {SERVER_V4}
 files  IN CNAME www
 """
 
-NGINX_CONF = """\
-daemon off;
-user root;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    default_type application/octet-stream;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    server {{
+
+def nginx_servers(tmp: Path | str, v4: str) -> str:
+    return f"""    server {{
         listen {v4}:80;
         listen {v4}:8080;
         root {tmp}/www;
     }}
-}}
 """
 
 
@@ -235,7 +222,14 @@ def start_server_daemons(server: Namespace, tmp: Path) -> str:
     big = os.urandom(BIG_SIZE)
     (www / "big.bin").write_bytes(big)
     conf = tmp / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp, v4=SERVER_V4))
+    conf.write_text(
+        nginx_conf(
+            tmp,
+            nginx_servers(tmp, SERVER_V4),
+            extra_main="user root;\n",
+            extra_http="    default_type application/octet-stream;\n",
+        )
+    )
     server.popen(
         "nginx", "-c", str(conf), "-p", str(tmp), "-e", str(tmp / "nginx-error.log"),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

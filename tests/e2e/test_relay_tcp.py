@@ -25,6 +25,7 @@ import pytest
 
 from tests.integration.relay_process import PEERS, wait_for_line
 from tests.netns import Namespace, Topology, skip_unless_netns, wait_tcp
+from tests.support.nginx import nginx_conf
 
 PREFIX = "2001:db8:64::"
 SERVER_V4 = "198.51.100.2"
@@ -32,20 +33,9 @@ SERVER_V6 = PREFIX + "c633:6402"  # 198.51.100.2 inside 2001:db8:64::/96
 RELAY_OWN_V6 = PREFIX + "c633:6401"  # 198.51.100.1 is the relay itself
 BULK = 30_000_000
 
-NGINX_CONF = """
-daemon off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log info;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    server {{
+
+def nginx_servers(v4: str) -> str:
+    return f"""    server {{
         listen {v4}:80;
         location / {{ return 200 "hello from the IPv4-only server\\n"; }}
     }}
@@ -56,8 +46,8 @@ http {{
             return 200 "client=$proxy_protocol_addr server=$proxy_protocol_server_addr\\n";
         }}
     }}
-}}
 """
+
 
 RELAY_CONF = """
 prefixes = ["2001:db8:64::/96", "64:ff9b::/96"]
@@ -125,7 +115,7 @@ def _build(topo: Topology, tmp: Path, splice: str) -> Net:
         relay.run("ip", "-6", "route", "add", "local", prefix, "dev", "lo")
 
     conf = tmp / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp, v4=SERVER_V4))
+    conf.write_text(nginx_conf(tmp, nginx_servers(SERVER_V4), worker_connections=1024))
     server.popen("nginx", "-c", str(conf), "-p", str(tmp), "-e", str(tmp / "nginx-error.log"))
     server.popen(sys.executable, str(PEERS), "echo-server", SERVER_V4, "7")
     server.popen(sys.executable, str(PEERS), "hash-server", SERVER_V4, "9000", str(BULK))

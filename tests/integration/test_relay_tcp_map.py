@@ -23,6 +23,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.integration.relay_process import Started, peer_argv, relay_argv, start, wait_for_line
+from tests.support.nginx import nginx_conf
 
 # relay.splice: splice from the first byte, copy-then-splice, uvloop transports.
 ENGINES = ["on", "auto", "off"]
@@ -277,26 +278,15 @@ def test_idle_timeout_closes_quiet_connections(
 
 
 SERVER_VARS = "server=$proxy_protocol_server_addr:$proxy_protocol_server_port"
-NGINX_CONF = """
-daemon off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    server {{
+
+
+def nginx_servers(port: int, server: str) -> str:
+    return f"""    server {{
         listen 127.0.0.1:{port} proxy_protocol;
         location / {{
             return 200 "client=$proxy_protocol_addr port=$proxy_protocol_port {server}\\n";
         }}
     }}
-}}
 """
 
 
@@ -309,7 +299,7 @@ def test_proxy_protocol_parsed_by_nginx(
         pytest.skip("nginx is not installed (scripts/setup installs it)")
     backend = free_port()
     conf = tmp_path / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp_path, port=backend, server=SERVER_VARS))
+    conf.write_text(nginx_conf(tmp_path, nginx_servers(backend, SERVER_VARS)))
     nginx = subprocess.Popen(
         ["nginx", "-c", str(conf), "-p", str(tmp_path), "-e", str(tmp_path / "nginx-error.log")],
         start_new_session=True,
@@ -347,7 +337,7 @@ def test_curl_through_proxy_protocol_map(
         pytest.skip("nginx and curl are needed (scripts/setup installs them)")
     backend = free_port()
     conf = tmp_path / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp_path, port=backend, server=SERVER_VARS))
+    conf.write_text(nginx_conf(tmp_path, nginx_servers(backend, SERVER_VARS)))
     nginx = subprocess.Popen(
         ["nginx", "-c", str(conf), "-p", str(tmp_path), "-e", str(tmp_path / "nginx-error.log")],
         start_new_session=True,
