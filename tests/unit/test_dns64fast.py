@@ -10,7 +10,9 @@ about local names and lists).
 
 from __future__ import annotations
 
+import io
 import ipaddress
+import struct
 from collections import Counter
 from typing import Any
 
@@ -177,10 +179,35 @@ def replies(draw: st.DrawFn, upstream_query: bytes, rdtype: str) -> bytes:
         reply.flags |= dns.flags.AA
     if draw(st.integers(0, 3)) == 0:
         reply.use_edns(False)
-    wire = reply.to_wire()
+    if draw(st.integers(0, 3)) == 0:
+        # The upstream echoed the question in other letter case (0x20).
+        question = reply.question[0]
+        reply.question = [dns.rrset.RRset(draw(cased(question.name.to_text())), 1, question.rdtype)]
+    wire = reply.to_wire() if draw(st.integers(0, 3)) else uncompressed(reply)
     if draw(st.integers(0, 15)) == 0:
         wire = wire[:-1]  # malformed: the fast path must give up, not guess
     return wire
+
+
+def uncompressed(message: dns.message.Message) -> bytes:
+    """``message`` in wire form without name compression (legal, and what some
+    servers send), with the sections as they are (no sorting, no merging)."""
+    body = io.BytesIO()
+    counts = []
+    for section in (message.question, message.answer, message.authority, message.additional):
+        count = 0
+        for rrset in section:
+            if section is message.question:
+                body.write(rrset.name.to_wire() or b"")
+                body.write(struct.pack("!HH", rrset.rdtype, rrset.rdclass))
+                count += 1
+            else:
+                count += rrset.to_wire(body, compress=None)
+        counts.append(count)
+    if message.opt is not None:
+        counts[3] += message.opt.to_wire(body, compress=None)
+    header = struct.pack("!HHHHHH", message.id, int(message.flags), *counts)
+    return header + body.getvalue()
 
 
 def core_answer(
@@ -226,7 +253,10 @@ def normal(message: dns.message.Message) -> tuple[Any, ...]:
 
     def section(rrsets: list[dns.rrset.RRset]) -> list[tuple[Any, ...]]:
         return [
-            (r.name, r.rdclass, r.rdtype, r.covers, r.ttl, sorted(rd.to_text() for rd in r))
+            # Names in records compare without letter case (RFC 4343): dnspython
+            # compresses case-insensitively, so the core's rendering may take a
+            # name's case from the question where the upstream wrote another.
+            (r.name, r.rdclass, r.rdtype, r.covers, r.ttl, sorted(rd.to_text().lower() for rd in r))
             for r in rrsets
         ]
 
