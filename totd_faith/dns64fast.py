@@ -358,7 +358,7 @@ class FastDns64:
         """An upstream reply walked once for the steps below, or None (FALLBACK)."""
         try:
             return Reply(reply)
-        except _Unusual:
+        except (_Unusual, IndexError, ValueError, struct.error):
             return None
 
     # -- 2. the AAAA reply -----------------------------------------------------------
@@ -385,7 +385,7 @@ class FastDns64:
                     if record[0] == 1 and record[2] == TYPE_AAAA and record[1].lower() == final:
                         return self._relay(data, head, parsed)  # section 5.1.1
             return NEED_A
-        except _Unusual:
+        except (_Unusual, IndexError, ValueError, struct.error):
             return FALLBACK
 
     # -- 3. the A reply --------------------------------------------------------------
@@ -417,7 +417,7 @@ class FastDns64:
             # negative AAAA answer), 600 s without an SOA (synthesis.negative_ttl).
             ttl = min(r[3] for r in basis)
             return self._synthesized(data, head, a, basis, v6, min(ttl, _negative_ttl(aaaa))), True
-        except _Unusual:
+        except (_Unusual, IndexError, ValueError, struct.error):
             return FALLBACK
 
     # -- building responses ------------------------------------------------------

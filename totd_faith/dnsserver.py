@@ -379,7 +379,13 @@ class DnsService:
         if head is not None and client_class == KEY_SYNTH and fast is not None:
             if fast.eligible(data, head):
                 prefetched = {}
-                done = await self._fast(fast, data, head, prefetched)
+                try:
+                    done = await self._fast(fast, data, head, prefetched)
+                except Exception:
+                    # A fast-path bug must cost speed, not an answer: the core decides.
+                    stats.errors += 1
+                    log.debug("dns: fast path failed for %s", host, exc_info=True)
+                    done = None
                 if done is not None:
                     return self._fast_done(done, host, head, client_class, udp_limit)
         try:
