@@ -495,6 +495,10 @@ class FastDns64:
             writer.record(record[1], rtype, record[3], a_data[record[4] : record[5]], record[6])
         if head[2] & KEY_EDNS:
             writer.buf += _OPT_TO_CLIENT
+        if len(writer.buf) > 65_535:
+            # Too big for any transport (RFC 1035 section 4.2.2's 16-bit length):
+            # the core's renderer truncates it.
+            raise _Unusual
         return bytes(writer.buf)
 
 
