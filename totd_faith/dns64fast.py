@@ -144,7 +144,9 @@ class Reply:
         if size < HEADER_SIZE:
             raise _Unusual
         _, byte2, byte3, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
-        if qdcount != 1 or not byte2 & _B2_QR or byte2 & _B2_TC:
+        # One question, a response, not truncated, opcode QUERY (dnspython reads
+        # other opcodes, UPDATE above all, into other message classes).
+        if qdcount != 1 or byte2 & (_B2_TC | 0x78) or not byte2 & _B2_QR:
             raise _Unusual
         self.data = data
         self.byte3 = byte3
