@@ -103,8 +103,12 @@ def process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
                 proc.wait()
 
 
+#: Source tree of the ``baseline (...)`` paths (--baseline), for A/B runs in one process tree.
+BASELINE: list[str] = []
+
+
 def relay_argv(kind: str, listen: int, target: int, tmp: Path) -> list[str] | None:
-    if kind.startswith("totd-faith"):
+    if kind.startswith(("totd-faith", "baseline")):
         options = kind.split("(")[1].rstrip(")").split(", ")
         engine = {"splice": "on", "auto": "auto", "copy": "off"}[options[0]]
         workers = int(options[1].split()[0]) if len(options) > 1 else 1
@@ -116,7 +120,13 @@ def relay_argv(kind: str, listen: int, target: int, tmp: Path) -> list[str] | No
             "max_connections_per_client = 100000\n"
             f'maps = ["[::1]:{listen}=127.0.0.1:{target}"]\n'
         )
-        return [sys.executable, "-m", "totd_faith", "relay", "-c", str(config)]
+        argv = [sys.executable, "-m", "totd_faith", "relay", "-c", str(config)]
+        if kind.startswith("baseline"):
+            # Run the other tree's package: python -c puts nothing of ours on sys.path.
+            code = f"import sys; sys.path.insert(0, {BASELINE[0]!r}); import runpy; "
+            code += "runpy.run_module('totd_faith', run_name='__main__')"
+            argv = [sys.executable, "-c", code, "relay", "-c", str(config)]
+        return argv
     if kind == "6tunnel":
         return ["6tunnel", "-d", "-6", "-4", "-l", "::1", str(listen), "127.0.0.1", str(target)]
     if kind == "socat":
@@ -241,9 +251,19 @@ def main() -> int:
         nargs="*",
         default=None,
         help="subset of: direct, 'totd-faith (splice)', 'totd-faith (auto)', "
-        "'totd-faith (copy)', 6tunnel, socat",
+        "'totd-faith (copy)', 6tunnel, socat (and 'baseline (auto)' etc. with --baseline)",
+    )
+    parser.add_argument(
+        "--conn-only", action="store_true", help="skip iperf3: measure connections/s only"
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="source tree (e.g. a git worktree of an older commit) run as 'baseline (...)' paths",
     )
     args = parser.parse_args()
+    if args.baseline:
+        BASELINE.append(str(Path(args.baseline).resolve()))
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     for tool in ("iperf3", "wrk", "nginx", "6tunnel", "socat", "ss"):
@@ -302,8 +322,8 @@ def main() -> int:
                 host, port, url = targets[kind]
                 ipid = iperf_pids.get(kind)
                 cpu0 = cpu_seconds(ipid) if ipid else 0.0
-                gbps[kind].append(iperf(host, port, args.seconds))
-                if ipid:
+                gbps[kind].append(0.0 if args.conn_only else iperf(host, port, args.seconds))
+                if ipid and not args.conn_only:
                     gigabytes = gbps[kind][-1] * args.seconds / 8
                     cpu_per_gb[kind].append((cpu_seconds(ipid) - cpu0) / max(gigabytes, 1e-9))
                 pid = http_pids.get(kind)
@@ -334,8 +354,11 @@ def main() -> int:
             f"| {cpu_text} | {errors[kind]} |"
         )
     by = {kind: (median(gbps[kind]), median(rates[kind])) for kind in kinds}
-    for ours in [kind for kind in kinds if kind.startswith("totd-faith")]:
-        if ours in by and "6tunnel" in by and "direct" in by:
+    for ours in [kind for kind in kinds if kind.startswith(("totd-faith", "baseline"))]:
+        if args.conn_only and "6tunnel" in by:
+            r = by[ours][1]
+            print(f"{ours}: conn/s {r / max(by['6tunnel'][1], 1):.2f}x 6tunnel (target >= 1.5)")
+        elif ours in by and "6tunnel" in by and "direct" in by:
             g, r = by[ours]
             print(
                 f"{ours}: throughput {g / by['6tunnel'][0]:.2f}x 6tunnel (target >= 2), "

@@ -39,7 +39,7 @@ from typing import Any, cast
 from totd_faith.config import Config
 from totd_faith.endpoints import Endpoint
 from totd_faith.errors import PrefixError
-from totd_faith.policy import RelayAccess, unmap
+from totd_faith.policy import RelayAccess, Verdict, unmap
 from totd_faith.prefix import Nat64Prefix
 from totd_faith.relay import proxyproto, splice
 from totd_faith.relay.connection import Connection, Engine, reset_socket
@@ -68,6 +68,14 @@ def _sockaddr(endpoint: Endpoint) -> tuple[str, int]:
 
 def _address(sockaddr: Any) -> tuple[IPAddress, int]:
     return _parse_host(sockaddr[0]), int(sockaddr[1])
+
+
+@functools.lru_cache(maxsize=4096)
+def _client_key(host: str) -> str:
+    # Per-client counters are keyed by the canonical text of the unmapped
+    # address: a str hashes in C (and caches its hash), an IPv6Address hashes
+    # in Python (hex(int(...))) on every lookup.
+    return str(_parse_host(host))
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -248,8 +256,15 @@ class TcpRelay:
     def __init__(self, config: Config, access: RelayAccess, stats: RelayStats) -> None:
         self.stats = stats
         self.connections: set[Connection] = set()
-        self._per_client: Counter[IPAddress] = Counter()
+        self._per_client: Counter[str] = Counter()
+        #: Map-mode verdicts by client host text: for a map only relay.clients
+        #: applies, so the verdict depends on the client alone (cleared on reload).
+        self._map_verdicts: dict[str, Verdict] = {}
+        #: Map targets' socket addresses by id(target), with the target kept
+        #: alive so that its id cannot be reused (cleared on reload).
+        self._target_sockaddrs: dict[int, tuple[Endpoint, tuple[str, int]]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self._splice_poller: splice.Poller | None = None
         self.scratch = memoryview(bytearray(0))
         self._denial_window = 0.0
         self._denials_logged = 0
@@ -260,6 +275,8 @@ class TcpRelay:
         """Adopt new settings for new connections; established ones are left alone."""
         self.config = config
         self.access = access
+        self._map_verdicts = {}
+        self._target_sockaddrs = {}
         self.prefixes: tuple[Nat64Prefix, ...] = config.prefixes
         relay = config.relay
         self.connect_timeout = relay.connect_timeout
@@ -343,12 +360,15 @@ class TcpRelay:
         socket inherited TCP_NODELAY from its listener.
         """
         try:
-            client_addr, client_port = _address(peer or client.getpeername())
+            if peer is None:
+                peer = client.getpeername()
+            client_addr, client_port = _address(peer)
             dialled, dialled_port = _address(client.getsockname())
         except OSError:
             # The client went away before we looked at it.
             client.close()
             return
+        client_key = _client_key(peer[0])
         self.stats.connections_accepted += 1
         conn = Connection(client_addr, client_port, dialled, dialled_port, time.monotonic())
         if target is None:
@@ -361,27 +381,31 @@ class TcpRelay:
             verdict = self.access.check(client_addr, v4, prefix)
         else:
             backend = target
-            if isinstance(target.host, ipaddress.IPv4Address):
-                verdict = self.access.check(client_addr, target.host, None)
-            else:
-                # An IPv6 map target: only relay.clients applies, as for any map.
-                verdict = self.access.check(client_addr, ipaddress.IPv4Address(0), None)
+            cached = self._map_verdicts.get(client_key)
+            if cached is None:
+                # For any map (IPv4 or IPv6 target) only relay.clients applies.
+                cached = self.access.check(client_addr, ipaddress.IPv4Address(0), None)
+                if len(self._map_verdicts) >= 4096:
+                    self._map_verdicts.clear()
+                self._map_verdicts[client_key] = cached
+            verdict = cached
         if not verdict.permit:
             self._refuse(conn, client, verdict.reason, str(backend))
             return
         if len(self.connections) >= self.max_connections:
             self._refuse(conn, client, "max_connections", str(backend))
             return
-        if self._per_client[client_addr] >= self.max_per_client:
+        if self._per_client[client_key] >= self.max_per_client:
             self._refuse(conn, client, "max_connections_per_client", str(backend))
             return
         conn.backend = backend
         self.connections.add(conn)
-        self._per_client[client_addr] += 1
+        self._per_client[client_key] += 1
         self.stats.connections_active += 1
         self._ensure_sweeper()
         try:
-            await self._relay(conn, client, backend, proxy_protocol, nodelay)
+            sockaddr = _sockaddr(backend) if target is None else self._map_sockaddr(target)
+            await self._relay(conn, client, backend, sockaddr, proxy_protocol, nodelay)
         except Exception as exc:  # a bug must cost one connection, never the relay
             log.exception("relaying %s to %s failed", Endpoint(client_addr, client_port), backend)
             self.stats.errors[f"internal: {type(exc).__name__}"] += 1
@@ -392,17 +416,31 @@ class TcpRelay:
                 client.close()
         finally:
             self.connections.discard(conn)
-            left = self._per_client[client_addr] - 1
+            left = self._per_client[client_key] - 1
             if left > 0:
-                self._per_client[client_addr] = left
+                self._per_client[client_key] = left
             else:
-                del self._per_client[client_addr]
+                del self._per_client[client_key]
             self.stats.connections_active -= 1
             self.stats.connections_ended[conn.reason or "closed"] += 1
             self._log(conn, str(backend))
 
+    def _map_sockaddr(self, target: Endpoint) -> tuple[str, int]:
+        # A map's target is one long-lived object: look it up by identity
+        # (hashing the dataclass hashes its address in Python).
+        found = self._target_sockaddrs.get(id(target))
+        if found is not None and found[0] is target:
+            return found[1]
+        sockaddr = _sockaddr(target)
+        self._target_sockaddrs[id(target)] = (target, sockaddr)
+        return sockaddr
+
     async def _connect(
-        self, loop: asyncio.AbstractEventLoop, conn: Connection, backend: Endpoint
+        self,
+        loop: asyncio.AbstractEventLoop,
+        conn: Connection,
+        backend: Endpoint,
+        sockaddr: tuple[str, int],
     ) -> socket.socket | None:
         """A connected non-blocking socket to ``backend``, or None (reason in ``conn``).
 
@@ -415,7 +453,7 @@ class TcpRelay:
         sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         # Relayed protocols are often interactive (ssh, IMAP); forward at once.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        err = sock.connect_ex(_sockaddr(backend))
+        err = sock.connect_ex(sockaddr)
         if err == errno.EINPROGRESS and _writable_now(sock):
             # Loopback and other local backends finish the handshake inside
             # connect() itself: skip the readiness wait (two epoll_ctl calls
@@ -453,13 +491,14 @@ class TcpRelay:
         conn: Connection,
         client: socket.socket,
         backend: Endpoint,
+        sockaddr: tuple[str, int],
         proxy_protocol: str,
         nodelay: bool,
     ) -> None:
         loop = asyncio.get_running_loop()
         conn.done = loop.create_future()
         try:
-            bsock = await self._connect(loop, conn, backend)
+            bsock = await self._connect(loop, conn, backend, sockaddr)
         except asyncio.CancelledError:
             conn.end("shutdown")
             client.close()
@@ -490,6 +529,7 @@ class TcpRelay:
                     self.buffer_size,
                     splice_after=self.splice_after,
                     scratch=self.scratch,
+                    poller=self._poller(loop),
                 )
                 conn.engine = pipe
                 pipe.start()
@@ -546,7 +586,17 @@ class TcpRelay:
             elif conn.done is not None and not conn.done.done():
                 conn.done.cancel()
 
+    def _poller(self, loop: asyncio.AbstractEventLoop) -> splice.Poller:
+        # Created in the running loop (after any fork into workers).
+        poller = self._splice_poller
+        if poller is None or poller.loop is not loop:
+            poller = self._splice_poller = splice.Poller(loop)
+        return poller
+
     def close(self) -> None:
+        if self._splice_poller is not None:
+            self._splice_poller.close()
+            self._splice_poller = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
