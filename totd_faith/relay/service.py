@@ -192,6 +192,9 @@ class RelayService:
         if self._refresher is not None:
             self._refresher.cancel()
         self._close_listeners(list(self.listeners))
+        # The UDP and all-ports parts stop accepting now too and drain alongside the
+        # prefix/map connections: one drain period in all, not one after the other.
+        extras = [asyncio.ensure_future(extra.stop(drain_timeout)) for extra in self.extras]
         if self.tasks:
             _, pending = await asyncio.wait(set(self.tasks), timeout=drain_timeout)
             if pending:
@@ -200,11 +203,11 @@ class RelayService:
                 await asyncio.wait(pending, timeout=1.0)
                 for task in pending:
                     task.cancel()
-        for extra in reversed(self.extras):
-            try:
-                await extra.stop(drain_timeout)
-            except TotdFaithError as exc:
-                log.error("%s", exc)
+        for result in await asyncio.gather(*extras, return_exceptions=True):
+            if isinstance(result, TotdFaithError):
+                log.error("%s", result)
+            elif isinstance(result, Exception):
+                log.error("relay part failed to stop: %r", result)
         self.tcp.close()
         self._undo_routes()
 
