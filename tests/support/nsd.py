@@ -10,37 +10,16 @@ import ipaddress
 import re
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from tests.support.dnsprobe import any_response, authoritative_answer, wait_dns
 from tests.support.ports import free_port
-from tests.support.process import Daemon
+from tests.support.process import Daemon, RunningServer
 from totd_faith.endpoints import Endpoint
 
 
-@dataclass
-class NsdServer:
-    """A running NSD; :meth:`stop` (or leaving the ``with`` block) ends it."""
-
-    endpoint: Endpoint
-    workdir: Path
-    daemon: Daemon
-
-    def stop(self) -> None:
-        self.daemon.stop()
-
-    def __enter__(self) -> NsdServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+class NsdServer(RunningServer):
+    """A running NSD."""
 
 
 def zone_filename(origin: str) -> str:

@@ -7,8 +7,11 @@ import signal
 import subprocess
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
+from totd_faith.endpoints import Endpoint
 
 
 def live_group_members(pgid: int) -> list[int]:
@@ -110,6 +113,32 @@ class Daemon:
             pass
 
     def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+@dataclass
+class RunningServer:
+    """A server a test started: where it answers, its directory and its process.
+
+    :meth:`stop` (or leaving the ``with`` block) ends it.
+    """
+
+    endpoint: Endpoint
+    workdir: Path
+    daemon: Daemon
+
+    def stop(self) -> None:
+        self.daemon.stop()
+
+    def __enter__(self) -> RunningServer:
         return self
 
     def __exit__(

@@ -9,37 +9,16 @@ from __future__ import annotations
 import ipaddress
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from tests.support.dnsprobe import authoritative_answer, wait_dns
 from tests.support.ports import free_port
-from tests.support.process import Daemon
+from tests.support.process import Daemon, RunningServer
 from totd_faith.endpoints import Endpoint
 
 
-@dataclass
-class UnboundServer:
-    """A running Unbound; :meth:`stop` (or leaving the ``with`` block) ends it."""
-
-    endpoint: Endpoint
-    workdir: Path
-    daemon: Daemon
-
-    def stop(self) -> None:
-        self.daemon.stop()
-
-    def __enter__(self) -> UnboundServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+class UnboundServer(RunningServer):
+    """A running Unbound."""
 
 
 def _at(endpoint: Endpoint) -> str:
