@@ -179,7 +179,7 @@ def host_steps(
     table: int = DEFAULT_TABLE,
 ) -> list[Step]:
     """Everything ``setup`` applies: AnyIP routes, sysctls, and in all-ports mode tproxy."""
-    steps = anyip_steps(prefixes) + sysctl_steps(all_ports=all_ports)
+    steps = sysctl_steps(all_ports=all_ports) + anyip_steps(prefixes)
     if all_ports:
         steps += tproxy_steps(prefixes, tproxy_port, mark, table)
     return steps

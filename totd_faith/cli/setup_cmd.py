@@ -74,11 +74,9 @@ def host_steps(config: Config, *, all_ports: bool) -> list[hostsetup.Step]:
     in all-ports mode it still makes the host the destination of the prefix for
     what tproxy does not steer (ICMPv6, so clients can ping relayed addresses).
     """
-    steps = hostsetup.sysctl_steps(all_ports=all_ports)
-    steps += hostsetup.anyip_steps(config.prefixes)
-    if all_ports:
-        steps += hostsetup.tproxy_steps(config.prefixes, config.relay.tproxy_port)
-    return steps
+    return hostsetup.host_steps(
+        config.prefixes, all_ports=all_ports, tproxy_port=config.relay.tproxy_port
+    )
 
 
 # -- the upstream router's route -----------------------------------------------------------
