@@ -40,19 +40,21 @@ from typing import Final
 import dns.name
 
 from totd_faith.config import Config
+from totd_faith.dns64.messages import SERVER_PAYLOAD
 from totd_faith.dns64.synthesis import MAX_CHAIN, NO_SOA_TTL_CAP, Synthesizer
-from totd_faith.dnswire import HEADER_SIZE, KEY_DO, KEY_EDNS, QueryHead
+from totd_faith.dnswire import (
+    HEADER_SIZE,
+    KEY_DO,
+    KEY_EDNS,
+    TYPE_A,
+    TYPE_AAAA,
+    TYPE_CNAME,
+    TYPE_NS,
+    TYPE_OPT,
+    TYPE_SOA,
+    QueryHead,
+)
 from totd_faith.hosts import HostEntry
-
-TYPE_A = 1
-TYPE_NS = 2
-TYPE_CNAME = 5
-TYPE_SOA = 6
-TYPE_AAAA = 28
-TYPE_OPT = 41
-
-#: The EDNS payload size the core advertises to clients (dns64.messages.SERVER_PAYLOAD).
-SERVER_PAYLOAD = 1232
 
 #: Returned when the fast path does not apply: the core answers.
 FALLBACK: Final = None

@@ -25,10 +25,13 @@ FLAG_RD = 0x0100
 FLAG_CD = 0x0010
 OPCODE_MASK = 0x7800
 
-TYPE_OPT = 41  # RFC 6891 section 6.1.1
-TYPE_SOA = 6
+TYPE_A = 1
+TYPE_NS = 2
 TYPE_CNAME = 5
+TYPE_SOA = 6
+TYPE_AAAA = 28
 TYPE_DNAME = 39
+TYPE_OPT = 41  # RFC 6891 section 6.1.1
 
 # Bits of the cache-key flag byte built by :func:`scan_query`.
 KEY_DO = 1  # DNSSEC OK (RFC 3225)
