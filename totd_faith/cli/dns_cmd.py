@@ -6,7 +6,6 @@ from typing import Any
 
 import click
 
-from totd_faith import sdnotify
 from totd_faith.cli.common import (
     Command,
     config_option,
@@ -56,9 +55,7 @@ def dns(config_path: str | None, **flags: Any) -> None:
     def build(cfg: Config, worker: int) -> list[Service]:
         return [DnsService(cfg)]
 
-    def ready() -> None:
-        sdnotify.ready("answering DNS")
-
-    status = run_workers(config.service.workers, build, config, reload_config, ready)
+    # runtime.run tells systemd READY=1 once the listeners are bound.
+    status = run_workers(config.service.workers, build, config, reload_config)
     if status:
         raise SystemExit(status)
