@@ -7,21 +7,12 @@ import pwd
 import signal
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import free_port
 from tests.integration.relay_process import Started, peer_argv, relay_argv, start
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Started]]:
-    started: list[Started] = []
-    yield started
-    for proc in reversed(started):
-        proc.stop()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,14 +29,6 @@ from tests.support.nginx import nginx_conf
 ENGINES = ["on", "auto", "off"]
 
 RelayFactory = Callable[..., tuple[Started, int]]
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Started]]:
-    started: list[Started] = []
-    yield started
-    for proc in reversed(started):
-        proc.stop()
 
 
 @pytest.fixture
