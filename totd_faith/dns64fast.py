@@ -53,6 +53,7 @@ from totd_faith.dnswire import (
     TYPE_OPT,
     TYPE_SOA,
     QueryHead,
+    walk_response,
 )
 from totd_faith.hosts import HostEntry
 
@@ -364,6 +365,17 @@ class FastDns64:
             return Reply(reply)
         except (_Unusual, IndexError, ValueError, struct.error):
             return None
+
+    @staticmethod
+    def check(reply: bytes) -> Reply | bytes:
+        """The upstream module's reply check (totd_faith.upstream.ReplyCheck): the
+        walked reply, or for a well-formed reply the fast path does not handle its
+        bytes (for the core); raises WireError for garbage, which is ignored."""
+        try:
+            return Reply(reply)
+        except (_Unusual, IndexError, ValueError, struct.error):
+            walk_response(reply)
+            return reply
 
     # -- 2. the AAAA reply -----------------------------------------------------------
 

@@ -37,6 +37,7 @@ import dns.rdatatype
 from totd_faith.config import Config
 from totd_faith.dns64fast import FastDns64
 from totd_faith.dnscache import DnsCache
+from totd_faith.dnsmiss import Deliver, Miss
 from totd_faith.dnsreply import MessageReader
 from totd_faith.dnssockets import listening_socket
 from totd_faith.dnsstats import DnsStats
@@ -160,6 +161,8 @@ class DnsService:
         self._tcp: list[asyncio.base_events.Server] = []
         self._tcp_connections: set[TcpConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Set when the last query in flight is answered, while stopping.
+        self._drained: asyncio.Event | None = None
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -263,8 +266,12 @@ class DnsService:
             listener.stop_reading(loop)
         for server in self._tcp:
             server.close()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=drain_timeout)
+        if self.inflight:
+            self._drained = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._drained.wait(), drain_timeout)
+            except TimeoutError:
+                pass
         for task in list(self._tasks):
             task.cancel()
         for listener in self._udp:
@@ -343,7 +350,7 @@ class DnsService:
 
     def admit(self, data: bytes) -> bool:
         """May this packet take the slow path?  Counts what is dropped; on True the
-        caller must run :meth:`answer`, which releases the in-flight slot."""
+        caller must run :meth:`handle`, which releases the in-flight slot."""
         if len(data) < HEADER_SIZE or data[2] & 0x80:
             # Too short to answer, or a response (answering it invites loops).
             self.stats.dropped += 1
@@ -356,38 +363,103 @@ class DnsService:
         self.inflight += 1
         return True
 
-    async def answer(
-        self, data: bytes, host: str, head: QueryHead | None, client_class: int, udp_limit: int
-    ) -> bytes | None:
-        """The slow path for an admitted query: the response bytes (None: drop it)."""
+    def handle(
+        self,
+        data: bytes,
+        host: str,
+        head: QueryHead | None,
+        client_class: int,
+        limit: int,
+        deliver: Deliver,
+    ) -> None:
+        """Answer an admitted query (see :meth:`admit`): ``deliver`` gets the
+        response bytes (None: drop it) exactly once, and the in-flight slot is
+        released just before.  A plain AAAA miss takes the wire-level path
+        (totd_faith.dnsmiss); everything else the DNS64 core."""
+        fast = self.fast
+        if (
+            fast is not None
+            and head is not None
+            and client_class == KEY_SYNTH
+            and fast.eligible(data, head)
+        ):
+            Miss(self, fast, data, host, head, client_class, limit, deliver).start()
+        else:
+            self.spawn(self._core(data, host, head, client_class, limit, None, deliver))
+
+    def fast_answered(self, miss: Miss, wire: bytes, synthesized: bool) -> None:
+        """Count, cache, truncate for a small UDP client and deliver a fast-path answer."""
         try:
-            return await self._answer(data, host, head, client_class, udp_limit)
+            stats = self.stats
+            stats.queries_by_type[dns.rdatatype.AAAA] += 1
+            stats.cache_misses += 1
+            stats.responses_by_rcode[wire[3] & 0x0F] += 1
+            if synthesized:
+                stats.synthesized += 1
+            head = miss.head
+            self.cache.put((head[0], head[2] | miss.client_class), wire, self.clock())
+            if len(wire) > miss.limit:
+                # RFC 1035 section 4.2.1 / RFC 6891 section 7, as on the core path.
+                wire = self.reader.read(wire).to_wire(max_size=miss.limit, prefer_truncation=True)
+            if self.log_queries:
+                self._log_query(miss.host, wire, False)
+        except Exception:
+            stats.errors += 1
+            log.debug("dns: failed to finish an answer for %s", miss.host, exc_info=True)
+            wire = header_response(miss.data, dns.rcode.SERVFAIL) or b""
+        self._release()
+        miss.deliver(wire)
+
+    def to_core(self, miss: Miss, prefetched: dict[bytes, bytes | None]) -> None:
+        """Hand a miss the fast path does not handle to the core, with the
+        upstream replies already received."""
+        self.spawn(
+            self._core(
+                miss.data,
+                miss.host,
+                miss.head,
+                miss.client_class,
+                miss.limit,
+                prefetched,
+                miss.deliver,
+            )
+        )
+
+    async def _core(
+        self,
+        data: bytes,
+        host: str,
+        head: QueryHead | None,
+        client_class: int,
+        limit: int,
+        prefetched: dict[bytes, bytes | None] | None,
+        deliver: Deliver,
+    ) -> None:
+        try:
+            wire = await self._core_answer(data, host, head, client_class, limit, prefetched)
         except Exception:
             # A bug must cost one query, not the server: answer SERVFAIL.
             self.stats.errors += 1
             log.debug("dns: failed to answer a query from %s", host, exc_info=True)
-            return header_response(data, dns.rcode.SERVFAIL)
-        finally:
-            self.inflight -= 1
+            wire = header_response(data, dns.rcode.SERVFAIL)
+        self._release()
+        deliver(wire)
 
-    async def _answer(
-        self, data: bytes, host: str, head: QueryHead | None, client_class: int, udp_limit: int
+    def _release(self) -> None:
+        self.inflight -= 1
+        if not self.inflight and self._drained is not None:
+            self._drained.set()
+
+    async def _core_answer(
+        self,
+        data: bytes,
+        host: str,
+        head: QueryHead | None,
+        client_class: int,
+        udp_limit: int,
+        prefetched: dict[bytes, bytes | None] | None,
     ) -> bytes | None:
         stats = self.stats
-        prefetched: dict[bytes, bytes | None] | None = None
-        fast = self.fast
-        if head is not None and client_class == KEY_SYNTH and fast is not None:
-            if fast.eligible(data, head):
-                prefetched = {}
-                try:
-                    done = await self._fast(fast, data, head, prefetched)
-                except Exception:
-                    # A fast-path bug must cost speed, not an answer: the core decides.
-                    stats.errors += 1
-                    log.debug("dns: fast path failed for %s", host, exc_info=True)
-                    done = None
-                if done is not None:
-                    return self._fast_done(done, host, head, client_class, udp_limit)
         try:
             query = self.reader.read(data)
         except Exception:
@@ -414,53 +486,6 @@ class DnsService:
         stats.responses_by_rcode[response.rcode()] += 1
         if query.question and query.question[0].rdtype == dns.rdatatype.AAAA:
             self._count_synthesized(response)
-        if self.log_queries:
-            self._log_query(host, wire, False)
-        return wire
-
-    async def _fast(
-        self,
-        fast: FastDns64,
-        data: bytes,
-        head: QueryHead,
-        prefetched: dict[bytes, bytes | None],
-    ) -> tuple[bytes, bool] | None:
-        """The wire-level miss path: (response, synthesized), or None for the core,
-        which then gets the upstream replies already received (``prefetched``)."""
-        upstreams = self.upstreams
-        assert upstreams is not None
-        aaaa_query = fast.upstream_query(data, head, dns.rdatatype.AAAA)
-        aaaa_wire = prefetched[aaaa_query] = await upstreams.query_bytes(aaaa_query)
-        aaaa = None if aaaa_wire is None else fast.parse(aaaa_wire)
-        if aaaa is None:
-            return None
-        step = fast.after_aaaa(data, head, aaaa)
-        if step is None:
-            return None
-        if step:
-            return step, False
-        a_query = fast.upstream_query(data, head, dns.rdatatype.A)
-        a_wire = prefetched[a_query] = await upstreams.query_bytes(a_query)
-        a = None if a_wire is None else fast.parse(a_wire)
-        if a is None:
-            return None
-        return fast.after_a(data, head, aaaa, a)
-
-    def _fast_done(
-        self, done: tuple[bytes, bool], host: str, head: QueryHead, client_class: int, limit: int
-    ) -> bytes:
-        """Count, cache and (for small UDP clients) truncate a fast-path answer."""
-        wire, synthesized = done
-        stats = self.stats
-        stats.queries_by_type[dns.rdatatype.AAAA] += 1
-        stats.cache_misses += 1
-        stats.responses_by_rcode[wire[3] & 0x0F] += 1
-        if synthesized:
-            stats.synthesized += 1
-        self.cache.put((head[0], head[2] | client_class), wire, self.clock())
-        if len(wire) > limit:
-            # RFC 1035 section 4.2.1 / RFC 6891 section 7, as on the slow path.
-            wire = self.reader.read(wire).to_wire(max_size=limit, prefer_truncation=True)
         if self.log_queries:
             self._log_query(host, wire, False)
         return wire

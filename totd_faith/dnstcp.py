@@ -7,8 +7,6 @@ import logging
 import struct
 from typing import TYPE_CHECKING, cast
 
-from totd_faith.dnswire import QueryHead
-
 if TYPE_CHECKING:
     from totd_faith.dnsserver import DnsService
 
@@ -103,22 +101,19 @@ class TcpConnection(asyncio.Protocol):
                 return
             if service.admit(data):
                 self.pending += 1
-                service.spawn(self._answer(data, head, client_class))
+                service.handle(data, self.host, head, client_class, MAX_MESSAGE, self._deliver)
         except Exception:
             service.stats.errors += 1
             log.debug("dns: failed to handle a TCP message from %s", self.host, exc_info=True)
 
-    async def _answer(self, data: bytes, head: QueryHead | None, client_class: int) -> None:
-        try:
-            wire = await self.service.answer(data, self.host, head, client_class, MAX_MESSAGE)
-            if wire is not None:
-                self._send(wire)
-        finally:
-            self.pending -= 1
-            self.last_activity = asyncio.get_running_loop().time()
-            if self.paused and self.pending < TCP_PIPELINE_MAX // 2 and self.transport:
-                self.paused = False
-                self.transport.resume_reading()
+    def _deliver(self, wire: bytes | None) -> None:
+        if wire is not None:
+            self._send(wire)
+        self.pending -= 1
+        self.last_activity = asyncio.get_running_loop().time()
+        if self.paused and self.pending < TCP_PIPELINE_MAX // 2 and self.transport:
+            self.paused = False
+            self.transport.resume_reading()
 
     def _send(self, wire: bytes | bytearray) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -19,11 +19,12 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import dns.message
 
-from totd_faith.dnswire import HEADER_SIZE, QueryHead, scan_query
+from totd_faith.dnswire import HEADER_SIZE, scan_query
 
 if TYPE_CHECKING:
     from totd_faith.dnsserver import DnsService
@@ -169,15 +170,14 @@ class UdpListener:
                 client_class = REFUSED_CLIENT
             if service.admit(data):
                 limit = head[3] if head is not None else udp_limit(data)
-                service.spawn(self._answer(data, addr, head, client_class, limit))
+                service.handle(
+                    data, addr[0], head, client_class, limit, partial(self.send_answer, addr)
+                )
         except Exception:
             stats.errors += 1
             log.debug("dns: failed to handle a UDP packet from %s", addr, exc_info=True)
 
-    async def _answer(
-        self, data: bytes, addr: tuple[Any, ...], head: QueryHead | None, cls: int, limit: int
-    ) -> None:
-        wire = await self.service.answer(data, addr[0], head, cls, limit)
+    def send_answer(self, addr: tuple[Any, ...], wire: bytes | None) -> None:
         if wire is not None and not self.closed:
             try:
                 self.sock.sendto(wire, addr)

@@ -6,7 +6,9 @@ A service is anything with ``start``, ``reload`` and ``stop`` coroutines.
 
 SIGTERM/SIGINT: stop accepting, let work drain up to ``service.drain_timeout``,
 exit 0.  SIGHUP: load the configuration again; if it is invalid, log why and
-keep the old one.
+keep the old one.  ``service.user``: once every service has bound its sockets,
+and before systemd hears READY=1, the process drops root (see
+:func:`serve_until_signalled`); this is the only place that does it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from totd_faith import hostexec, hostsetup, sdnotify
+from totd_faith import hostexec, hostsetup, privileges, sdnotify
 from totd_faith.config import Config, LogConfig
 from totd_faith.errors import TotdFaithError
 
@@ -85,8 +87,14 @@ async def serve_until_signalled(
     config: Config,
     reload_config: Callable[[], Config] | None = None,
     ready: Callable[[], None] | None = None,
+    *,
+    keep_net_admin: bool = False,
 ) -> None:
-    """Start ``services``, handle signals, stop them gracefully."""
+    """Start ``services``, drop privileges, handle signals, stop them gracefully.
+
+    ``keep_net_admin``: keep CAP_NET_ADMIN when dropping to ``service.user``
+    (see :func:`changes_host`).
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     hup = asyncio.Event()
@@ -98,6 +106,10 @@ async def serve_until_signalled(
         for service in services:
             await service.start()
             started.append(service)
+        # Every listener is bound now; nothing after this point needs root (upstream
+        # and backend sockets are opened later, as the unprivileged user).  Before
+        # ready(): a worker reports itself ready to its supervisor from there.
+        _drop_privileges(config, keep_net_admin)
         if ready is not None:
             ready()
         sdnotify.ready(", ".join(s.name for s in started))
@@ -121,6 +133,23 @@ async def serve_until_signalled(
         )
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+
+
+def _drop_privileges(config: Config, keep_net_admin: bool) -> None:
+    if config.service.user:
+        log.info(
+            "%s", privileges.drop_privileges(config.service.user, keep_net_admin=keep_net_admin)
+        )
+
+
+def changes_host(config: Config) -> bool:
+    """Whether the relay changes the host for ``config`` (AnyIP routes, the tproxy table).
+
+    Such a relay keeps CAP_NET_ADMIN after dropping to ``service.user``: to undo
+    the changes at stop and on SIGHUP, and, in all-ports mode, to open the
+    transparent sockets of new UDP sessions.
+    """
+    return config.relay.manage_routes or config.relay.all_ports
 
 
 async def _reload(
@@ -148,12 +177,18 @@ def run(
     config: Config,
     reload_config: Callable[[], Config] | None = None,
     ready: Callable[[], None] | None = None,
+    *,
+    keep_net_admin: bool = False,
 ) -> None:
     """Run ``services`` in the foreground until SIGTERM/SIGINT."""
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(serve_until_signalled(services, config, reload_config, ready))
+        loop.run_until_complete(
+            serve_until_signalled(
+                services, config, reload_config, ready, keep_net_admin=keep_net_admin
+            )
+        )
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
@@ -177,17 +212,31 @@ def run_workers(
     it is ready once every worker is serving, and exits 0 when they all exited
     0.  A worker that dies stops the whole service (exit 1), so a supervisor
     such as systemd can restart it cleanly.
+
+    ``manage_host``: the command runs the relay, which changes the host when
+    ``relay.manage_routes`` or ``relay.all_ports`` asks for it (see
+    :func:`changes_host`); it then keeps CAP_NET_ADMIN after dropping privileges.
     """
+    # A wrong service.user (no such user, not root) stops the start before anything is
+    # bound or changed on the host, as one "Error: ..." line from the CLI.
+    privileges.target_user(config.service.user)
+    keep_net_admin = manage_host and changes_host(config)
     if workers <= 1:
-        run(build(config, 0), config, reload_config, ready)
+        run(build(config, 0), config, reload_config, ready, keep_net_admin=keep_net_admin)
         return 0
     # With several workers the supervisor owns the host set-up (AnyIP routes for
     # manage_routes, the tproxy table for all-ports): the workers then find each step
     # already in place, never remove it, and the first worker to stop cannot pull the
     # table from under the others while they drain.
+    #
+    # service.user: each worker drops privileges itself once its sockets are bound (in
+    # serve_until_signalled, as a single process does).  The supervisor stays root: it
+    # must undo the host set-up when it exits (ip/nft need root or CAP_NET_ADMIN) and
+    # signal workers that may not have dropped yet, and it serves no network traffic
+    # -- it only forks, forwards signals, reads its workers' ready pipe and waits.
     applied = hostexec.apply(supervisor_steps(config)) if manage_host else []
     try:
-        return _fork_workers(workers, build, config, reload_config, ready)
+        return _fork_workers(workers, build, config, reload_config, ready, keep_net_admin)
     finally:
         hostexec.undo(applied)
 
@@ -209,6 +258,7 @@ def _fork_workers(
     config: Config,
     reload_config: Callable[[], Config] | None,
     ready: Callable[[], None] | None,
+    keep_net_admin: bool,
 ) -> int:
     import os
 
@@ -228,7 +278,13 @@ def _fork_workers(
             try:
                 os.environ.pop("NOTIFY_SOCKET", None)  # only the supervisor talks to systemd
                 log.info("worker %d (pid %d) starting", index, os.getpid())
-                run(build(config, index), config, reload_config, ready=tell_ready)
+                run(
+                    build(config, index),
+                    config,
+                    reload_config,
+                    ready=tell_ready,
+                    keep_net_admin=keep_net_admin,
+                )
             except TotdFaithError as exc:
                 log.error("worker %d: %s", index, exc)
                 status = 1

@@ -9,9 +9,17 @@ answer is better than none.
 Spoofing resistance (RFC 5452 section 9.2): every query gets a random ID and
 goes out from a UDP socket on a kernel-chosen random port; sockets are
 connected to the upstream (so the kernel drops datagrams from other sources)
-and are replaced after a few uses.  A datagram is accepted only if it comes
-from the queried server, carries the ID of a pending query and echoes its
-question; anything else is counted and ignored while the query keeps waiting.
+and are replaced after a few uses.  A datagram is accepted only if it carries
+the ID of a pending query, echoes its question and passes the caller's check;
+anything else is counted and ignored while the query keeps waiting.
+
+The engine is callback-driven, because a cache miss is the proxy's most
+frequent expensive event: :meth:`UpstreamPool.ask` starts a query and calls
+back once with the result.  There is no task, future or timer per query: the
+UDP sockets are read directly with ``add_reader`` (drained per wake-up), and
+one timer per pool walks a queue of deadlines (every attempt has the same
+timeout, so the queue is in deadline order).  :meth:`UpstreamPool.query` and
+:meth:`UpstreamPool.query_bytes` are the awaitable forms.
 """
 
 from __future__ import annotations
@@ -23,10 +31,10 @@ import os
 import socket
 import struct
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Any
 
-import dns.exception
 import dns.message
 import dns.rcode
 
@@ -34,7 +42,6 @@ from totd_faith.dnsreply import MessageReader
 from totd_faith.dnsstats import DnsStats
 from totd_faith.dnswire import HEADER_SIZE, render_query, skip_name, walk_response
 from totd_faith.endpoints import Endpoint
-from totd_faith.errors import WireError
 
 log = logging.getLogger("totd_faith.upstream")
 
@@ -42,22 +49,23 @@ log = logging.getLogger("totd_faith.upstream")
 SOCKET_USES = 64
 #: UDP sockets kept open per upstream (queries pick one at random).
 SOCKETS_PER_UPSTREAM = 4
+#: Datagrams read per wake-up of an upstream socket.
+_BATCH = 64
+_RECV_SIZE = 65_535
 
 _LENGTH = struct.Struct("!H")
-_TRUNCATED = object()  # a UDP reply with TC set: retry over TCP
+_ID_BYTES = [_LENGTH.pack(i) for i in range(65_536)]
 
+_UNREACHABLE_ERRNOS = frozenset((errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH))
+_SERVER_ERRORS = (dns.rcode.SERVFAIL, dns.rcode.REFUSED)
 
-_UNREACHABLE_ERRNOS = frozenset((errno.EHOSTUNREACH, errno.ENETUNREACH))
-
-
-class _Pending:
-    __slots__ = ("question", "future", "raw")
-
-    def __init__(self, question: bytes, future: asyncio.Future[object], raw: bool = False) -> None:
-        self.question = question
-        self.future = future
-        #: Hand back the reply bytes (checked by walk_response), not a message.
-        self.raw = raw
+#: Turns an accepted reply's bytes into what the caller wants (a message, the
+#: bytes, a walked reply...); raising means "garbage": ignored, keep waiting
+#: (RFC 5452 section 9.1).
+ReplyCheck = Callable[[bytes], Any]
+#: Called once per :meth:`UpstreamPool.ask` with the checked reply, or None
+#: when every attempt failed.
+ReplyCallback = Callable[[Any], None]
 
 
 class _RandomIds:
@@ -89,11 +97,6 @@ class _RandomIds:
 
 
 _random16 = _RandomIds().next16
-
-
-def _expire(future: asyncio.Future[object]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def query_wire(message: dns.message.Message) -> bytes:
@@ -137,87 +140,136 @@ def reply_matches(data: bytes, qid: int, question: bytes) -> bool:
     )
 
 
-class _UdpChannel(asyncio.DatagramProtocol):
-    """One connected UDP socket towards one upstream, with its pending queries."""
+def checked_bytes(data: bytes) -> bytes:
+    """A :data:`ReplyCheck` that hands back the bytes of a well-formed reply."""
+    walk_response(data)
+    return data
 
-    def __init__(self, upstream: _Upstream, stats: DnsStats, reader: MessageReader) -> None:
+
+class _Ask:
+    """One question on its way through the upstreams (all attempts)."""
+
+    __slots__ = (
+        "wire",
+        "question",
+        "check",
+        "callback",
+        "order",
+        "attempt",
+        "fallback",
+        "channel",
+        "qid",
+    )
+
+    def __init__(
+        self,
+        wire: bytes,
+        question: bytes,
+        check: ReplyCheck,
+        callback: ReplyCallback,
+        order: list[_Upstream],
+    ) -> None:
+        self.wire = wire
+        self.question = question
+        self.check = check
+        self.callback = callback
+        self.order = order
+        self.attempt = 0
+        #: A SERVFAIL or REFUSED reply, returned if nobody does better.
+        self.fallback: Any = None
+        #: Where the current UDP attempt waits (None: no UDP attempt pending).
+        self.channel: _UdpChannel | None = None
+        self.qid = 0
+
+
+class _UdpChannel:
+    """One connected, non-blocking UDP socket towards one upstream."""
+
+    __slots__ = ("pool", "upstream", "sock", "fd", "pending", "uses", "retired", "closed")
+
+    def __init__(self, pool: UpstreamPool, upstream: _Upstream) -> None:
+        self.pool = pool
         self.upstream = upstream
-        self.stats = stats
-        self.reader = reader
-        self.transport: asyncio.DatagramTransport | None = None
-        self.pending: dict[int, _Pending] = {}
+        family = socket.AF_INET6 if upstream.endpoint.family_is_v6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+        try:
+            sock.connect(upstream.endpoint.sockaddr)
+            pool.loop.add_reader(sock.fileno(), self._readable)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.pending: dict[int, _Ask] = {}
         self.uses = 0
-        self.users = 0
         self.retired = False
-        self.opening: asyncio.Future[None] | None = None
+        self.closed = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    def new_id(self) -> int:
+        pending = self.pending
+        while True:
+            qid = _random16()
+            if qid not in pending:
+                return qid
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        pending = self.pending.get((data[0] << 8) | data[1]) if len(data) >= 2 else None
-        if (
-            pending is None
-            # The socket is connected, so the kernel filters sources; check anyway.
-            or addr[0] != self.upstream.host
-            or addr[1] != self.upstream.port
-            or not reply_matches(data, (data[0] << 8) | data[1], pending.question)
-        ):
-            self.stats.upstream_ignored += 1
-            return
-        if data[2] & 0x02:  # TC (RFC 1035 section 4.1.1): the full answer needs TCP
-            result: object = _TRUNCATED
-        else:
+    def _readable(self) -> None:
+        recv = self.sock.recv
+        pending = self.pending
+        pool = self.pool
+        stats = pool.stats
+        for _ in range(_BATCH):
             try:
-                if pending.raw:
-                    walk_response(data)
-                    result = data
-                else:
-                    result = self.reader.read(data)
-            except Exception:  # garbage with a matching ID: keep waiting (RFC 5452 9.1)
-                self.stats.upstream_ignored += 1
+                data = recv(_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
                 return
-        del self.pending[(data[0] << 8) | data[1]]
-        if not pending.future.done():
-            pending.future.set_result(result)
+            except OSError as exc:
+                self.error(exc)
+                return
+            qid = (data[0] << 8) | data[1] if len(data) >= 2 else -1
+            ask = pending.get(qid)
+            if ask is None or not reply_matches(data, qid, ask.question):
+                stats.upstream_ignored += 1
+                continue
+            if data[2] & 0x02:  # TC (RFC 1035 section 4.1.1): the full answer needs TCP
+                del pending[qid]
+                ask.channel = None
+                self.release()
+                pool.retry_over_tcp(ask)
+                continue
+            try:
+                result = ask.check(data)
+            except Exception:  # garbage with a matching ID: keep waiting (RFC 5452 9.1)
+                stats.upstream_ignored += 1
+                continue
+            del pending[qid]
+            ask.channel = None
+            self.release()
+            pool.answered(ask, data[3] & 0x0F, result)
 
-    def error_received(self, exc: Exception) -> None:
-        if isinstance(exc, ConnectionRefusedError) or (
-            isinstance(exc, OSError) and exc.errno in _UNREACHABLE_ERRNOS
-        ):
+    def error(self, exc: OSError) -> None:
+        if exc.errno in _UNREACHABLE_ERRNOS:
             # ICMP port/host unreachable on a connected socket: the upstream is
             # not there, so fail the waiting queries now instead of at their timeout.
-            self._fail_all()
+            self.fail_all()
         else:
-            # Anything else (e.g. a full send buffer) concerns one datagram; the
+            # Anything else (e.g. a full buffer) concerns one datagram; the
             # query it belonged to times out and fails over as usual.
             log.debug("upstream %s: %r", self.upstream.endpoint, exc)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail_all()
-
-    def _fail_all(self) -> None:
+    def fail_all(self) -> None:
         pending, self.pending = self.pending, {}
-        for item in pending.values():
-            _expire(item.future)
+        for ask in pending.values():
+            ask.channel = None
+        for ask in pending.values():
+            self.pool.failed_attempt(ask)
+        self.release()
 
-    def new_id(self) -> int:
-        while True:
-            qid = _random16()
-            if qid not in self.pending:
-                return qid
-
-    def done_with(self, qid: int | None) -> None:
-        """A query handed this channel is finished (None: nobody, just check).
-
-        Counting users, not pending IDs: a query that got the channel while it
-        was still opening has no pending ID yet, and must not find it closed.
-        """
-        if qid is not None:
-            self.pending.pop(qid, None)
-            self.users -= 1
-        if self.retired and self.users <= 0 and self.transport is not None:
-            self.transport.close()
+    def release(self) -> None:
+        """Close a retired socket once nobody waits on it."""
+        if self.retired and not self.pending and not self.closed:
+            self.closed = True
+            self.pool.loop.remove_reader(self.fd)
+            self.sock.close()
 
 
 class _Upstream:
@@ -253,6 +305,17 @@ class UpstreamPool:
         self.clock = clock
         self.reader = MessageReader()
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: (deadline, ask, attempt) in deadline order; see _sweep.
+        self._deadlines: deque[tuple[float, _Ask, int]] = deque()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._tcp_tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -265,48 +328,155 @@ class UpstreamPool:
     def _order(self) -> list[_Upstream]:
         now = self.clock()
         usable = [u for u in self.upstreams if u.down_until <= now]
-        return usable or list(self.upstreams)
+        order = usable or list(self.upstreams)
+        if len(order) == 1:
+            # With one upstream there is nobody to fail over to: send once more,
+            # as a lost UDP datagram is far likelier than a dead server.
+            order = order * 2
+        return order
 
-    async def query(self, message: dns.message.Message) -> dns.message.Message | None:
-        """The reply of the first upstream that answers, or None if all failed.
+    # -- the callback engine -------------------------------------------------------
+
+    def ask(self, wire: bytes, check: ReplyCheck, callback: ReplyCallback) -> None:
+        """Send the query ``wire`` (any ID) and call ``callback`` once, later, with
+        ``check(reply)`` of the first good reply, or None if all attempts failed.
 
         SERVFAIL and REFUSED move on to the next upstream too, but are returned
         when nobody does better (DNS64 treats SERVFAIL as "synthesize", RFC 6147
         section 5.1.3, so it must not be swallowed).
         """
-        reply = await self._query(query_wire(message), False)
-        assert reply is None or isinstance(reply, dns.message.Message)
-        return reply
-
-    async def query_bytes(self, wire: bytes) -> bytes | None:
-        """:meth:`query` for a query already in wire form (any ID), answered with the
-        reply's bytes (for the DNS64 fast path, totd_faith.dns64fast)."""
-        reply = await self._query(wire, True)
-        assert reply is None or isinstance(reply, bytes)
-        return reply
-
-    async def _query(self, wire: bytes, raw: bool) -> dns.message.Message | bytes | None:
         question = wire[HEADER_SIZE : skip_name(wire, HEADER_SIZE) + 4].lower()
-        fallback: dns.message.Message | bytes | None = None
-        order = self._order()
-        if len(order) == 1:
-            # With one upstream there is nobody to fail over to: send once more,
-            # as a lost UDP datagram is far likelier than a dead server.
-            order = order * 2
-        for attempt, upstream in enumerate(order):
-            if attempt:
-                self.stats.upstream_failovers += 1
-            reply = await self._ask(upstream, wire, question, raw)
-            if reply is None:
-                self._failed(upstream)
-                continue
-            self._succeeded(upstream)
-            rcode = reply[3] & 0x0F if isinstance(reply, bytes) else reply.rcode()
-            if rcode in (dns.rcode.SERVFAIL, dns.rcode.REFUSED):
-                fallback = reply
-                continue
-            return reply
-        return fallback
+        ask = _Ask(wire, question, check, callback, self._order())
+        if self._closed:
+            self.loop.call_soon(callback, None)
+            return
+        self._send(ask)
+
+    def _send(self, ask: _Ask) -> None:
+        """Start attempt number ``ask.attempt`` over UDP."""
+        upstream = ask.order[ask.attempt]
+        try:
+            channel = self._channel(upstream)
+        except OSError as exc:
+            log.debug("upstream %s: cannot open a UDP socket: %s", upstream.endpoint, exc)
+            # Not from inside ask(): the caller must not be called back re-entrantly.
+            self.loop.call_soon(self.failed_attempt, ask)
+            return
+        qid = channel.new_id()
+        channel.pending[qid] = ask
+        ask.channel = channel
+        ask.qid = qid
+        loop = self.loop
+        deadlines = self._deadlines
+        # Forget finished entries at the head, so the queue stays about as long
+        # as the number of queries in flight.
+        while deadlines and deadlines[0][1].channel is None:
+            deadlines.popleft()
+        deadlines.append((loop.time() + self.timeout, ask, ask.attempt))
+        if self._sweeper is None:
+            self._sweeper = loop.call_at(deadlines[0][0], self._sweep)
+        try:
+            channel.sock.send(_ID_BYTES[qid] + ask.wire[2:])
+        except (BlockingIOError, InterruptedError):
+            pass  # a full buffer: like a lost datagram, the timeout handles it
+        except OSError as exc:
+            # e.g. ECONNREFUSED from an earlier ICMP error; handled on the next
+            # turn of the loop, so the caller is never called back from ask().
+            self.loop.call_soon(channel.error, exc)
+
+    def _channel(self, upstream: _Upstream) -> _UdpChannel:
+        index = _random16() % SOCKETS_PER_UPSTREAM  # a power of two: unbiased
+        channel = upstream.channels[index]
+        if channel is None or channel.uses >= SOCKET_USES or channel.closed:
+            if channel is not None:
+                channel.retired = True
+                channel.release()
+            channel = upstream.channels[index] = _UdpChannel(self, upstream)
+        channel.uses += 1
+        return channel
+
+    def _sweep(self) -> None:
+        """Time out the attempts whose deadline has passed."""
+        self._sweeper = None
+        deadlines = self._deadlines
+        now = self.loop.time()
+        while deadlines and deadlines[0][0] <= now:
+            _, ask, attempt = deadlines.popleft()
+            channel = ask.channel
+            if channel is None or ask.attempt != attempt:
+                continue  # answered or moved on since
+            del channel.pending[ask.qid]
+            ask.channel = None
+            channel.release()
+            self.failed_attempt(ask)
+        while deadlines and deadlines[0][1].channel is None:
+            deadlines.popleft()
+        if deadlines:
+            self._sweeper = self.loop.call_at(deadlines[0][0], self._sweep)
+
+    def answered(self, ask: _Ask, rcode: int, result: Any) -> None:
+        upstream = ask.order[ask.attempt]
+        self._succeeded(upstream)
+        if rcode in _SERVER_ERRORS:
+            ask.fallback = result
+            self._next(ask)
+        else:
+            ask.callback(result)
+
+    def failed_attempt(self, ask: _Ask) -> None:
+        self._failed(ask.order[ask.attempt])
+        self._next(ask)
+
+    def _next(self, ask: _Ask) -> None:
+        ask.attempt += 1
+        if ask.attempt >= len(ask.order) or self._closed:
+            ask.callback(ask.fallback)
+            return
+        self.stats.upstream_failovers += 1
+        self._send(ask)
+
+    def retry_over_tcp(self, ask: _Ask) -> None:
+        self.stats.upstream_tcp_retries += 1
+        task = self.loop.create_task(self._tcp(ask))
+        self._tcp_tasks.add(task)
+        task.add_done_callback(self._tcp_tasks.discard)
+
+    async def _tcp(self, ask: _Ask) -> None:
+        upstream = ask.order[ask.attempt]
+        data = await self._ask_tcp(upstream, ask.wire, ask.question, ask.check)
+        if data is None:
+            self.failed_attempt(ask)
+        else:
+            self.answered(ask, data[0], data[1])
+
+    async def _ask_tcp(
+        self, upstream: _Upstream, wire: bytes, question: bytes, check: ReplyCheck
+    ) -> tuple[int, Any] | None:
+        """RFC 7766 section 6.2.1: query over TCP, two-byte length prefix.
+        Returns (rcode, checked reply) or None."""
+        qid = _random16()
+        writer: asyncio.StreamWriter | None = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                reader, writer = await asyncio.open_connection(upstream.host, upstream.port)
+                writer.write(_LENGTH.pack(len(wire)) + _ID_BYTES[qid] + wire[2:])
+                while True:
+                    size = _LENGTH.unpack(await reader.readexactly(2))[0]
+                    data = await reader.readexactly(size)
+                    if reply_matches(data, qid, question):
+                        try:
+                            return data[3] & 0x0F, check(data)
+                        except Exception:  # garbage with a matching ID (RFC 5452 9.1)
+                            pass
+                    self.stats.upstream_ignored += 1
+        except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            log.debug("upstream %s over TCP: %r", upstream.endpoint, exc)
+            return None
+        finally:
+            if writer is not None:
+                writer.close()
+
+    # -- health ----------------------------------------------------------------------
 
     def _failed(self, upstream: _Upstream) -> None:
         self.stats.upstream_failures += 1
@@ -326,101 +496,32 @@ class UpstreamPool:
     def _succeeded(self, upstream: _Upstream) -> None:
         if upstream.down_until:
             log.info("upstream %s answers again", upstream.endpoint)
+            upstream.down_until = 0.0
         upstream.failures = 0
-        upstream.down_until = 0.0
 
-    async def _channel(self, upstream: _Upstream) -> _UdpChannel:
-        index = _random16() % SOCKETS_PER_UPSTREAM  # a power of two: unbiased
-        channel = upstream.channels[index]
-        if (
-            channel is None
-            or channel.uses >= SOCKET_USES
-            # Closed under us (a fatal socket error): replace it.
-            or (channel.transport is not None and channel.transport.is_closing())
-        ):
-            if channel is not None:
-                channel.retired = True
-                channel.done_with(None)
-            channel = _UdpChannel(upstream, self.stats, self.reader)
-            upstream.channels[index] = channel
-            channel.opening = asyncio.ensure_future(self._open(upstream, channel))
-        channel.uses += 1
-        channel.users += 1
-        if channel.transport is None:
-            # Opened by this query or a concurrent one; wait for it either way.
-            assert channel.opening is not None
-            await asyncio.shield(channel.opening)
-        return channel
+    # -- awaitable forms ---------------------------------------------------------------
 
-    async def _open(self, upstream: _Upstream, channel: _UdpChannel) -> None:
-        loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if upstream.endpoint.family_is_v6 else socket.AF_INET
-        try:
-            await loop.create_datagram_endpoint(
-                lambda: channel, remote_addr=upstream.endpoint.sockaddr, family=family
-            )
-        except OSError:
-            upstream.channels = [None if c is channel else c for c in upstream.channels]
-            raise
+    async def query(self, message: dns.message.Message) -> dns.message.Message | None:
+        """The parsed reply of the first upstream that answers well, or None."""
+        reply = await self._await(query_wire(message), self.reader.read)
+        assert reply is None or isinstance(reply, dns.message.Message)
+        return reply
 
-    async def _ask(
-        self, upstream: _Upstream, wire: bytes, question: bytes, raw: bool = False
-    ) -> dns.message.Message | bytes | None:
-        if self._closed:
-            return None
-        try:
-            channel = await self._channel(upstream)
-        except OSError as exc:
-            log.debug("upstream %s: cannot open a UDP socket: %s", upstream.endpoint, exc)
-            return None
-        qid = channel.new_id()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[object] = loop.create_future()
-        channel.pending[qid] = _Pending(question, future, raw)
-        timer = loop.call_later(self.timeout, _expire, future)
-        try:
-            transport = channel.transport
-            if transport is None or transport.is_closing():
-                return None
-            transport.sendto(_LENGTH.pack(qid) + wire[2:])
-            result = await future
-        finally:
-            timer.cancel()
-            channel.done_with(qid)
-        if result is _TRUNCATED:
-            self.stats.upstream_tcp_retries += 1
-            return await self._ask_tcp(upstream, wire, question, raw)
-        assert result is None or isinstance(result, dns.message.Message | bytes)
-        return result
+    async def query_bytes(self, wire: bytes) -> bytes | None:
+        """:meth:`query` for a query already in wire form, answered with the reply's bytes."""
+        reply = await self._await(wire, checked_bytes)
+        assert reply is None or isinstance(reply, bytes)
+        return reply
 
-    async def _ask_tcp(
-        self, upstream: _Upstream, wire: bytes, question: bytes, raw: bool = False
-    ) -> dns.message.Message | bytes | None:
-        """RFC 7766 section 6.2.1: query over TCP, two-byte length prefix."""
-        qid = _random16()
-        writer: asyncio.StreamWriter | None = None
-        try:
-            async with asyncio.timeout(self.timeout):
-                reader, writer = await asyncio.open_connection(upstream.host, upstream.port)
-                writer.write(_LENGTH.pack(len(wire)) + _LENGTH.pack(qid) + wire[2:])
-                while True:
-                    size = _LENGTH.unpack(await reader.readexactly(2))[0]
-                    data = await reader.readexactly(size)
-                    if reply_matches(data, qid, question):
-                        try:
-                            if raw:
-                                walk_response(data)
-                                return data
-                            return self.reader.read(data)
-                        except (dns.exception.DNSException, WireError):
-                            pass
-                    self.stats.upstream_ignored += 1
-        except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-            log.debug("upstream %s over TCP: %r", upstream.endpoint, exc)
-            return None
-        finally:
-            if writer is not None:
-                writer.close()
+    async def _await(self, wire: bytes, check: ReplyCheck) -> Any:
+        future: asyncio.Future[Any] = self.loop.create_future()
+
+        def done(result: Any) -> None:
+            if not future.done():
+                future.set_result(result)
+
+        self.ask(wire, check, done)
+        return await future
 
     def close(self) -> None:
         """Stop sending; sockets close once their pending queries are done."""
@@ -429,4 +530,4 @@ class UpstreamPool:
             for channel in upstream.channels:
                 if channel is not None:
                     channel.retired = True
-                    channel.done_with(None)
+                    channel.release()

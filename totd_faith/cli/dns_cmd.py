@@ -28,7 +28,8 @@ synthesize into a Network-Specific Prefix:
 Defaults: listen on 127.0.0.1:5353 and [::1]:5353, upstreams from
 /etc/resolv.conf, prefix 64:ff9b::/96, clients from loopback, link-local,
 RFC 1918 and ULA networks only (others get REFUSED).  Port 53 needs root
-or CAP_NET_BIND_SERVICE.  Logs go to stderr.  SIGTERM/SIGINT stop the
+or CAP_NET_BIND_SERVICE; with service.user set, root is dropped once the
+listeners are bound.  Logs go to stderr.  SIGTERM/SIGINT stop the
 proxy; SIGHUP re-reads the configuration file and the hosts files (an
 invalid new configuration is logged and the old one kept).
 """
@@ -55,7 +56,7 @@ def dns(config_path: str | None, **flags: Any) -> None:
     def build(cfg: Config, worker: int) -> list[Service]:
         return [DnsService(cfg)]
 
-    # runtime.run tells systemd READY=1 once the listeners are bound.
+    # runtime.run drops to service.user and tells systemd READY=1 once the listeners are bound.
     status = run_workers(config.service.workers, build, config, reload_config)
     if status:
         raise SystemExit(status)

@@ -22,7 +22,6 @@ from totd_faith.config import Config
 from totd_faith.config import replace as replace_config
 from totd_faith.prefix import Nat64Prefix
 from totd_faith.relay import splice
-from totd_faith.relay.privileges import drop_privileges
 from totd_faith.relay.service import RelayService
 from totd_faith.runtime import Service, run_workers, setup_logging
 
@@ -173,9 +172,6 @@ def relay(config_path: str | None, **flags: Any) -> None:
         log.info("relay: %s", _describe(config))
         for line in route_advice(config):
             log.warning("%s", line)
-        if config.service.user:
-            keep = relay_conf.manage_routes or relay_conf.all_ports
-            log.info("%s", drop_privileges(config.service.user, keep_net_admin=keep))
 
     status = run_workers(
         config.service.workers, build, config, reload_config, ready, manage_host=True

@@ -24,7 +24,6 @@ from totd_faith.config import Config
 from totd_faith.dnsserver import DnsService
 from totd_faith.errors import OperatorError
 from totd_faith.metrics import MetricsService, metrics_endpoint
-from totd_faith.relay.privileges import drop_privileges
 from totd_faith.relay.service import RelayService
 from totd_faith.runtime import Service, run_workers, setup_logging
 
@@ -151,9 +150,6 @@ def serve(config_path: str | None, **flags: Any) -> None:
 
     def ready() -> None:
         _announce(config, built)
-        if config.service.user:
-            keep = config.relay.manage_routes or config.relay.all_ports
-            log.info("%s", drop_privileges(config.service.user, keep_net_admin=keep))
 
     status = run_workers(
         config.service.workers, build, config, reload_config, ready, manage_host=True
