@@ -1,9 +1,9 @@
-"""PTR for synthesized addresses (RFC 6147 5.3.1), ipv4only.arpa (RFC 7050, RFC 8880)
-and static hosts answered locally."""
+"""PTR for synthesized addresses (RFC 6147 5.3.1) and static hosts answered locally.
+
+ipv4only.arpa and its reverse names (RFC 8880 section 7): test_dns64_ipv4only.py.
+"""
 
 from __future__ import annotations
-
-import ipaddress
 
 import dns.flags
 import dns.rcode
@@ -124,82 +124,6 @@ def test_ptr_case_of_question_echoed_and_cname_owner_matches() -> None:
     assert r.response.answer[0].name.to_text().lower() == name.lower()
 
 
-# -- RFC 7050 / RFC 8880: ipv4only.arpa ----------------------------------------------
-
-
-def test_rfc8880_7_1_ipv4only_arpa_aaaa_answered_locally_per_prefix() -> None:
-    resolver = dns64(("2001:db8:64::/96", "64:ff9b::/96"))
-    r = run(resolver, query("ipv4only.arpa."))
-    assert r.asked == []
-    # RFC 6052 section 3.1 exception: the discovery addresses go into the WKP too.
-    assert r.addresses() == [
-        "2001:db8:64::c000:aa",
-        "2001:db8:64::c000:ab",
-        "64:ff9b::c000:aa",
-        "64:ff9b::c000:ab",
-    ]
-
-
-def test_rfc8880_7_1_ipv4only_arpa_ignores_mapped_ranges() -> None:
-    resolver = dns64(dns64={"mapped": ["198.51.100.0/24"]})
-    r = run(resolver, query("IPv4Only.Arpa."))
-    assert r.addresses() == ["2001:db8:64::c000:aa", "2001:db8:64::c000:ab"]
-    assert r.response.question[0].name.to_text() == "IPv4Only.Arpa."
-
-
-def test_rfc8880_7_1_ipv4only_arpa_a_answered_locally() -> None:
-    r = run(dns64(), query("ipv4only.arpa.", "A"))
-    assert r.asked == []
-    assert [line.split()[3] for line in r.rrsets()] == ["192.0.0.170", "192.0.0.171"]
-
-
-def test_rfc8880_7_1_ipv4only_arpa_other_types_nodata_with_soa() -> None:
-    r = run(dns64(), query("ipv4only.arpa.", "MX"))
-    assert r.asked == [] and r.rcode == dns.rcode.NOERROR and r.rrsets() == []
-    (soa,) = r.rrsets("authority")
-    assert soa.startswith("ipv4only.arpa. 3600 SOA ipv4only.arpa. nobody.invalid.")
-    r = run(dns64(), query("ipv4only.arpa.", "SOA"))
-    assert r.rrsets()[0].startswith("ipv4only.arpa. 3600 SOA")
-
-
-def test_rfc8880_7_1_names_under_ipv4only_arpa_are_nxdomain() -> None:
-    r = run(dns64(), query("foo.ipv4only.arpa.", "A"))
-    assert r.asked == [] and r.rcode == dns.rcode.NXDOMAIN
-    assert r.rrsets("authority")[0].startswith("ipv4only.arpa.")
-
-
-def test_rfc8880_7_2_reverse_names_answered_locally() -> None:
-    for last in ("170", "171"):
-        r = run(dns64(), query(f"{last}.0.0.192.in-addr.arpa.", "PTR"))
-        assert r.asked == []
-        assert r.rrsets() == [f"{last}.0.0.192.in-addr.arpa. 3600 PTR ipv4only.arpa."]
-    r = run(
-        dns64(),
-        query("172.0.0.192.in-addr.arpa.", "PTR"),
-        {("172.0.0.192.in-addr.arpa.", "PTR"): upstream("NXDOMAIN")},
-    )
-    assert r.questions == [("172.0.0.192.in-addr.arpa.", "PTR")]
-
-
-def test_rfc8880_7_2_ip6_arpa_of_discovery_address_via_cname_locally() -> None:
-    resolver = dns64(("64:ff9b::/96",))
-    name = rev("64:ff9b::c000:aa")
-    r = run(resolver, query(name, "PTR"))
-    assert r.asked == []
-    assert r.rrsets() == [
-        f"{name} 600 CNAME 170.0.0.192.in-addr.arpa.",
-        "170.0.0.192.in-addr.arpa. 3600 PTR ipv4only.arpa.",
-    ]
-
-
-def test_rfc8880_ipv4only_arpa_aaaa_for_client_without_dns64_is_nodata() -> None:
-    resolver = dns64(dns64={"clients": ["fd00::/8"]})
-    r = run(resolver, query("ipv4only.arpa."))
-    assert r.asked == [] and r.rrsets() == [] and r.rcode == dns.rcode.NOERROR
-    r = run(resolver, query("ipv4only.arpa."), client=ipaddress.ip_address("fd00::1"))
-    assert r.addresses() == ["2001:db8:64::c000:aa", "2001:db8:64::c000:ab"]
-
-
 # -- static hosts ---------------------------------------------------------------------
 
 HOSTS = (
@@ -273,14 +197,6 @@ def test_hosts_aaaa_with_do_and_cd_is_nodata() -> None:
     r = run(dns64(hosts=HOSTS), query("cvsup.example.", do=True, cd=True))
     assert r.asked == [] and r.rrsets() == []
     assert r.response.flags & dns.flags.CD
-
-
-def test_rfc8880_7_1_ipv4only_arpa_answered_even_with_do_and_cd() -> None:
-    # RFC 6147 section 5.5's DO+CD rule stops synthesis from upstream data, but
-    # prefix discovery (RFC 7050) must keep working for validating clients.
-    r = run(dns64(), query("ipv4only.arpa.", do=True, cd=True))
-    assert r.asked == []
-    assert r.addresses() == ["2001:db8:64::c000:aa", "2001:db8:64::c000:ab"]
 
 
 def test_hosts_loopback_entry_gets_a_but_no_aaaa() -> None:

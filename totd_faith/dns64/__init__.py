@@ -24,18 +24,21 @@ Decisions where the RFCs leave room (each is cited again at its code):
   over the trimmed RRset, and AD); only-excluded counts as empty.
 - DNSSEC (section 5.5): we do not validate.  DO+CD: no synthesis (AAAA, PTR
   CNAMEs, static hosts' AAAA), the data is forwarded for the client to
-  validate; only ipv4only.arpa is still answered (RFC 8880 section 7.1).
+  validate; only ipv4only.arpa is still answered (RFC 8880 sections 5, 7.1).
   Otherwise synthesized answers have no AD and no RRSIG over A records.
 - PTR (section 5.3.1): option 2, a CNAME to the in-addr.arpa name, for full
   32-nibble names inside a prefix whose IPv4 address we would synthesize; the
   rest (partial names, unmapped or non-global-in-WKP addresses, non-zero
-  u-octet) is forwarded unchanged.  The in-addr.arpa name is answered locally
-  when it is ours (hosts, 192.0.0.170/171), so one path serves every case.
-- ipv4only.arpa (RFC 8880 section 7): A and AAAA (every prefix, WKP included,
-  dns64.mapped ignored so discovery always works), NS/SOA made up locally
-  (MNAME = the zone, RNAME nobody.invalid, TTL 3600), other types NODATA with
-  the SOA, names below it NXDOMAIN.  Clients outside dns64.clients get NODATA
-  for the AAAA, as from a resolver without DNS64.
+  u-octet) is forwarded unchanged.  The in-addr.arpa target is answered
+  locally when it is ours (hosts; 192.0.0.170/171 with ipv4only.arpa, RFC 8880
+  section 7.2.1), so one path serves every case.
+- ipv4only.arpa (RFC 8880 section 7.1 item 4), for DNS64 clients: A, AAAA
+  (every prefix, WKP included, dns64.mapped ignored so discovery always
+  works), DS forwarded, every other type (SOA and NS too: the RFC gives no
+  such data) NODATA, names below it NXDOMAIN; negative answers carry no SOA,
+  TTL 3600.  Clients outside dns64.clients have it forwarded, as by a plain
+  forwarder.  170/171.0.0.192.in-addr.arpa asked directly are forwarded
+  (section 7.2 item 4).
 - Static hosts: A, synthesized AAAA (same rules as upstream data) and PTR (the
   first name given for an address) with dns.hosts_ttl; other types NODATA
   without an SOA (not a zone we serve; nothing for clients to cache

@@ -135,9 +135,9 @@ class Dns64:
         # NOT perform synthesis" and returns the data for the client to validate.
         synthesis = enabled and not (checking_disabled(query) and wants_dnssec(query))
         # ipv4only.arpa is the exception: RFC 8880 section 7.1 has a DNS64 answer
-        # it itself whatever the query, and a validating client does not rely on
-        # DNSSEC for this answer (RFC 7050 section 3.1.1 validates the learned
-        # prefix another way), so prefix discovery works for it too.
+        # it itself whatever the query, and section 5 says validating resolvers
+        # "MUST NOT attempt to validate" its AAAA answers, so prefix discovery
+        # works with DO+CD too.
         local = self._local.lookup(qname, rdtype, synthesis, discovery=enabled)
         if local is not None:
             return local_response(query, local.rcode, local.answer, local.authority)
@@ -278,7 +278,7 @@ class Dns64:
             SYNTHETIC_CNAME_TTL,
             [dns.rdtypes.ANY.CNAME.CNAME(IN, CNAME, target)],  # type: ignore[no-untyped-call]
         )
-        local = self._local.lookup(target, PTR, True)
+        local = self._local.reverse_of_synthesized(target)
         if local is not None:
             return local_response(query, local.rcode, [cname, *local.answer], local.authority)
         reply = yield self._ask(query, target, PTR)
