@@ -101,5 +101,8 @@ def drop_privileges(user: str, *, keep_net_admin: bool = False) -> str:
     done = f"dropped root: running as {user}:{group} (uid {entry.pw_uid}, gid {entry.pw_gid})"
     if keep_net_admin:
         _keep_only(CAP_NET_ADMIN)
-        return f"{done}, keeping only CAP_NET_ADMIN (to undo host changes at stop)"
+        return (
+            f"{done}, keeping only CAP_NET_ADMIN "
+            "(to undo the relay's host changes at stop; transparent sockets)"
+        )
     return f"{done}, no capabilities kept"
