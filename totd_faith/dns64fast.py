@@ -81,6 +81,29 @@ _B3_AD = 0x20
 _B3_CD = 0x10
 
 
+class FastAnswer:
+    """A finished response, with what the cache needs to store it without
+    walking it again (see :meth:`totd_faith.dnscache.DnsCache.put_known`)."""
+
+    __slots__ = ("wire", "synthesized", "ttl_offsets", "ttls", "negative", "soa_minimum")
+
+    def __init__(
+        self,
+        wire: bytes,
+        synthesized: bool,
+        ttl_offsets: tuple[int, ...],
+        ttls: tuple[int, ...],
+        negative: bool,
+        soa_minimum: int,
+    ) -> None:
+        self.wire = wire
+        self.synthesized = synthesized
+        self.ttl_offsets = ttl_offsets
+        self.ttls = ttls
+        self.negative = negative
+        self.soa_minimum = soa_minimum
+
+
 class _Unusual(Exception):
     """Not the plain shape this module handles: the core decides."""
 
@@ -91,49 +114,60 @@ class _Unusual(Exception):
 _Record = tuple[int, bytes, int, int, int, int, tuple[bytes, ...]]
 
 
-def _name(data: bytes, offset: int) -> tuple[bytes, int]:
+#: Names read from one reply, by offset: (uncompressed wire name, offset just
+#: past its first segment, compression pointers followed).
+_Names = dict[int, tuple[bytes, int, int]]
+
+
+def _name(data: bytes, offset: int, memo: _Names) -> tuple[bytes, int]:
     """(uncompressed wire name, offset just past it), as dnspython reads it.
 
-    dnspython's parser demands every pointer go strictly backwards from the
-    previous one (dns.wire.Parser.get_name); so do we.  Pointers into the
+    dnspython (dns.name.from_wire_parser) demands that every pointer go
+    strictly backwards from the previous one and that a pointer's target lie
+    wholly before the segment that points to it; so do we.  Pointers into the
     header would read different bytes once the header is rewritten: unusual.
+    Names are remembered by offset, so the pointers of a reply (mostly to the
+    question name) are followed once.
     """
-    parts: list[bytes] = []
-    bound = len(data)
-    end = -1
-    limit = start = offset
-    total = 0
-    hops = 0
+    found = memo.get(offset)
+    if found is not None:
+        return found[0], found[1]
+    start = offset
+    size = len(data)
     while True:
-        if offset >= bound:
+        if offset >= size:
             raise _Unusual
         length = data[offset]
         if length == 0:
-            parts.append(b"\x00")
-            if end < 0:
-                end = offset + 1
+            end = offset + 1
+            name = data[start:end]
+            hops = 0
             break
         if length >= 0xC0:
-            if offset + 2 > bound:
+            end = offset + 2
+            if end > size:
                 raise _Unusual
             target = ((length & 0x3F) << 8) | data[offset + 1]
-            if end < 0:
-                end = offset + 2
-            hops += 1
-            if target >= limit or target < HEADER_SIZE or hops > _MAX_POINTERS:
+            if target >= start or target < HEADER_SIZE:
                 raise _Unusual
-            # dnspython: the target must not overlap the name read so far.
-            bound = start
-            limit = offset = start = target
-            continue
-        if length > 63 or offset + length + 1 > bound:
+            suffix = memo.get(target)
+            if suffix is None:
+                _name(data, target, memo)
+                suffix = memo[target]
+            if suffix[1] > start:
+                raise _Unusual  # the target overlaps the name that points to it
+            hops = suffix[2] + 1
+            if hops > _MAX_POINTERS:
+                raise _Unusual
+            name = data[start:offset] + suffix[0]
+            break
+        if length > 63:
             raise _Unusual
-        total += length + 1
-        if total > 254:  # with the root label, more than 255 octets (RFC 1035 2.3.4)
-            raise _Unusual
-        parts.append(data[offset : offset + length + 1])
         offset += length + 1
-    return b"".join(parts), end
+    if len(name) > 255:  # RFC 1035 section 2.3.4
+        raise _Unusual
+    memo[start] = (name, end, hops)
+    return name, end
 
 
 class Reply:
@@ -154,7 +188,8 @@ class Reply:
         self.data = data
         self.byte3 = byte3
         self.rcode = byte3 & 0x0F
-        offset = _name(data, HEADER_SIZE)[1] + 4
+        names: _Names = {}
+        offset = _name(data, HEADER_SIZE, names)[1] + 4
         self.question_end = offset
         self.opt_start = -1
         records: list[_Record] = []
@@ -163,7 +198,7 @@ class Reply:
                 if self.opt_start >= 0:
                     raise _Unusual  # anything after the OPT: not the plain shape
                 start = offset
-                owner, offset = _name(data, offset)
+                owner, offset = _name(data, offset, names)
                 if offset + 10 > size:
                     raise _Unusual
                 rtype, rclass, ttl, rdlength = _RR.unpack_from(data, offset)
@@ -192,7 +227,7 @@ class Reply:
                         ttl,
                         rdata_start,
                         rdata_end,
-                        _rdata_parts(data, rtype, rdata_start, rdata_end),
+                        _rdata_parts(data, rtype, rdata_start, rdata_end, names),
                     )
                 )
         if offset != size:
@@ -207,7 +242,7 @@ class Reply:
         return sum(1 for r in self.records if r[0] == 3)
 
 
-def _rdata_parts(data: bytes, rtype: int, start: int, end: int) -> tuple[bytes, ...]:
+def _rdata_parts(data: bytes, rtype: int, start: int, end: int, names: _Names) -> tuple[bytes, ...]:
     """Check the rdata as dnspython would and return its names (see _Record)."""
     if rtype == TYPE_A:
         if end - start != 4:
@@ -218,12 +253,12 @@ def _rdata_parts(data: bytes, rtype: int, start: int, end: int) -> tuple[bytes, 
             raise _Unusual
         return ()
     if rtype == TYPE_SOA:
-        mname, offset = _name(data, start)
-        rname, offset = _name(data, offset)
+        mname, offset = _name(data, start, names)
+        rname, offset = _name(data, offset, names)
         if offset + 20 != end:
             raise _Unusual
         return (mname, rname, data[offset:end])
-    target, offset = _name(data, start)  # NS, CNAME
+    target, offset = _name(data, start, names)  # NS, CNAME
     if offset != end:
         raise _Unusual
     return (target,)
@@ -256,11 +291,13 @@ def _follow_chain(records: Sequence[_Record], qname: bytes) -> bytes:
 class _Writer:
     """A response being built, with name compression like dnspython's renderer."""
 
-    __slots__ = ("buf", "names")
+    __slots__ = ("buf", "names", "ttl_offsets", "ttls")
 
     def __init__(self, head: bytes, qname: bytes) -> None:
         self.buf = bytearray(head)
         self.names: dict[bytes, int] = {}
+        self.ttl_offsets: list[int] = []
+        self.ttls: list[int] = []
         low = qname.lower()
         i = 0
         while qname[i]:
@@ -289,6 +326,8 @@ class _Writer:
     ) -> None:
         self.name(owner)
         buf = self.buf
+        self.ttl_offsets.append(len(buf) + 4)
+        self.ttls.append(ttl)
         buf += _RR.pack(rtype, 1, ttl, 0)
         start = len(buf)
         if not parts:
@@ -379,8 +418,8 @@ class FastDns64:
 
     # -- 2. the AAAA reply -----------------------------------------------------------
 
-    def after_aaaa(self, data: bytes, head: QueryHead, parsed: Reply) -> bytes | None:
-        """The response, :data:`NEED_A`, or :data:`FALLBACK`."""
+    def after_aaaa(self, data: bytes, head: QueryHead, parsed: Reply) -> FastAnswer | bytes | None:
+        """The answer, :data:`NEED_A`, or :data:`FALLBACK`."""
         reply = parsed.data
         try:
             records = parsed.records
@@ -406,10 +445,8 @@ class FastDns64:
 
     # -- 3. the A reply --------------------------------------------------------------
 
-    def after_a(
-        self, data: bytes, head: QueryHead, aaaa: Reply, a: Reply
-    ) -> tuple[bytes, bool] | None:
-        """(response, synthesized) or :data:`FALLBACK`."""
+    def after_a(self, data: bytes, head: QueryHead, aaaa: Reply, a: Reply) -> FastAnswer | None:
+        """The answer (synthesized or the AAAA reply) or :data:`FALLBACK`."""
         a_reply = a.data
         try:
             if a.rcode != 0:
@@ -428,11 +465,11 @@ class FastDns64:
                 v6 = list(dict.fromkeys(self.synth.embed_all(list(addresses))))
             if not v6:
                 # RFC 6147 section 5.4: nothing to synthesize, the AAAA reply.
-                return self._relay(data, head, aaaa), False
+                return self._relay(data, head, aaaa)
             # RFC 6147 section 5.1.7: TTL = min(A TTL, SOA TTL/MINIMUM of the
             # negative AAAA answer), 600 s without an SOA (synthesis.negative_ttl).
             ttl = min(r[3] for r in basis)
-            return self._synthesized(data, head, a, basis, v6, min(ttl, _negative_ttl(aaaa))), True
+            return self._synthesized(data, head, a, basis, v6, min(ttl, _negative_ttl(aaaa)))
         except (_Unusual, IndexError, ValueError, struct.error):
             return FALLBACK
 
@@ -456,7 +493,7 @@ class FastDns64:
             )
         )
 
-    def _relay(self, data: bytes, head: QueryHead, reply: Reply) -> bytes:
+    def _relay(self, data: bytes, head: QueryHead, reply: Reply) -> FastAnswer:
         """dns64.messages.relay with keep_ad: the reply's records after the client's
         header and question.  The reply's question has the length of the
         client's (the upstream module checks it echoes ours), so compression
@@ -471,9 +508,19 @@ class FastDns64:
         ad = bool(reply.byte3 & _B3_AD and data[3] & _B3_AD)
         out = self._head(data, head, reply.rcode, ad, (counts[0], counts[1], ar))
         body = reply_data[reply.question_end : reply.body_end()]
-        if head[2] & KEY_EDNS:
-            return out + body + _OPT_TO_CLIENT
-        return out + body
+        wire = out + body + _OPT_TO_CLIENT if head[2] & KEY_EDNS else out + body
+        # Same header and question lengths: every record sits where it sat in
+        # the reply.  RFC 2308 sections 2.1/2.2: NXDOMAIN or no AAAA in the
+        # answer section is a negative answer.
+        records = reply.records
+        return FastAnswer(
+            wire,
+            False,
+            tuple([r[4] - 6 for r in records]),
+            tuple([r[3] for r in records]),
+            reply.rcode == 3 or not any(r[0] == 1 and r[2] == TYPE_AAAA for r in records),
+            _soa_minimum(reply),
+        )
 
     def _synthesized(
         self,
@@ -483,7 +530,7 @@ class FastDns64:
         basis: list[_Record],
         v6: list[int],
         ttl: int,
-    ) -> bytes:
+    ) -> FastAnswer:
         """RFC 6147 section 5.4: the client's question, the A reply's answer with the
         A RRset at the end of the chain replaced by the synthetic AAAA RRset
         (other A records dropped, section 5.1.6), authority and additional
@@ -515,13 +562,25 @@ class FastDns64:
             # Too big for any transport (RFC 1035 section 4.2.2's 16-bit length):
             # the core's renderer truncates it.
             raise _Unusual
-        return bytes(writer.buf)
+        return FastAnswer(
+            bytes(writer.buf), True, tuple(writer.ttl_offsets), tuple(writer.ttls), False, -1
+        )
 
 
 def _lower_wire(name: dns.name.Name) -> bytes:
     wire = name.to_wire()
     assert wire is not None
     return wire.lower()
+
+
+def _soa_minimum(reply: Reply) -> int:
+    """The MINIMUM of the first SOA record in the authority section, -1 if none
+    (what the cache's RFC 2308 rule reads, totd_faith.dnscache.lifetime)."""
+    for record in reply.records:
+        if record[0] == 2 and record[2] == TYPE_SOA:
+            minimum = int.from_bytes(record[6][2][16:20])
+            return 0 if minimum > _TTL_MAX else minimum
+    return -1
 
 
 def _negative_ttl(reply: Reply) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 
 from totd_faith.dnswire import (
     SECTION_ANSWER,
@@ -36,35 +36,62 @@ def _ttl(value: int) -> int:
     return 0 if value > _TTL_MAX else value
 
 
-def cache_ttl(layout: Layout, data: bytes, max_ttl: int, max_negative_ttl: int) -> int:
+def lifetime(
+    rcode: int,
+    negative: bool,
+    ttls: Iterable[int],
+    soa_minimum: int,
+    max_ttl: int,
+    max_negative_ttl: int,
+) -> int:
     """How long a response may be cached, in seconds (0: not at all).
 
+    ``ttls`` are the TTLs of its records (OPT excluded, RFC 2181 section 8
+    applied), ``negative`` whether it is a negative answer and ``soa_minimum``
+    the MINIMUM field of the first SOA in its authority section (-1: none).
     Only NOERROR and NXDOMAIN answers are cached: SERVFAIL and REFUSED say
-    nothing lasting, and a truncated answer is not the real answer.
+    nothing lasting.
     """
-    if layout.rcode not in (RCODE_NOERROR, RCODE_NXDOMAIN) or layout.flags & 0x0200:
+    if rcode not in (RCODE_NOERROR, RCODE_NXDOMAIN):
+        return 0
+    ttl = min(ttls, default=max_ttl)
+    if ttl > max_ttl:
+        ttl = max_ttl
+    if negative:
+        if soa_minimum < 0:
+            # RFC 2308 section 5: negative answers without SOA SHOULD NOT be cached.
+            return 0
+        # RFC 2308 section 5: the negative TTL is the lesser of the SOA's TTL and
+        # its MINIMUM field (the last 32 bits of the SOA RDATA).
+        ttl = min(ttl, soa_minimum, max_negative_ttl)
+    return max(ttl, 0)
+
+
+def cache_ttl(layout: Layout, data: bytes, max_ttl: int, max_negative_ttl: int) -> int:
+    """:func:`lifetime` of a walked response (0 for a truncated one: not the real answer)."""
+    if layout.flags & 0x0200:
         return 0
     records = [r for r in layout.records if r.rtype != TYPE_OPT]
-    answers = [r for r in records if r.section == SECTION_ANSWER]
     # RFC 2308 section 2.1/2.2: NXDOMAIN, or NOERROR without an answer of the
     # type asked for (after any CNAME/DNAME chain), is a negative answer.
     negative = layout.rcode == RCODE_NXDOMAIN or not any(
-        r.rtype == layout.qtype or layout.qtype == 255 for r in answers
+        r.rtype == layout.qtype or layout.qtype == 255
+        for r in records
+        if r.section == SECTION_ANSWER
     )
-    ttl = max_ttl
-    for record in records:
-        ttl = min(ttl, _ttl(record.ttl))
-    if negative:
-        soas = [r for r in records if r.section == SECTION_AUTHORITY and r.rtype == TYPE_SOA]
-        if not soas:
-            # RFC 2308 section 5: negative answers without SOA SHOULD NOT be cached.
-            return 0
-        soa = soas[0]
-        # RFC 2308 section 5: the negative TTL is the lesser of the SOA's TTL and
-        # its MINIMUM field (the last 32 bits of the SOA RDATA).
-        minimum = _ttl(_U32.unpack_from(data, soa.rdata_end - 4)[0])
-        ttl = min(ttl, minimum, max_negative_ttl)
-    return max(ttl, 0)
+    soa_minimum = -1
+    for r in records:
+        if r.section == SECTION_AUTHORITY and r.rtype == TYPE_SOA:
+            soa_minimum = _ttl(_U32.unpack_from(data, r.rdata_end - 4)[0])
+            break
+    return lifetime(
+        layout.rcode,
+        negative,
+        [_ttl(r.ttl) for r in records],
+        soa_minimum,
+        max_ttl,
+        max_negative_ttl,
+    )
 
 
 class _Entry:
@@ -143,15 +170,35 @@ class DnsCache:
         if ttl <= 0:
             return 0
         records = [r for r in layout.records if r.rtype != TYPE_OPT]
-        entry = _Entry(
-            wire,
-            tuple(r.ttl_offset for r in records),
-            tuple(_ttl(r.ttl) for r in records),
-            now,
-            ttl,
-        )
-        self._entries[key] = entry
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        offsets = tuple(r.ttl_offset for r in records)
+        self._store(key, _Entry(wire, offsets, tuple(_ttl(r.ttl) for r in records), now, ttl))
         return ttl
+
+    def put_known(
+        self,
+        key: Hashable,
+        wire: bytes,
+        ttl_offsets: tuple[int, ...],
+        ttls: tuple[int, ...],
+        negative: bool,
+        soa_minimum: int,
+        now: float,
+    ) -> int:
+        """:meth:`put` for a response whose writer knows where its TTL fields are
+        (``ttls``: their values, RFC 2181 section 8 applied; ``negative`` and
+        ``soa_minimum`` as for :func:`lifetime`): no walk over the bytes."""
+        if self.size <= 0:
+            return 0
+        rcode = wire[3] & 0x0F
+        ttl = lifetime(rcode, negative, ttls, soa_minimum, self.max_ttl, self.max_negative_ttl)
+        if ttl <= 0 or wire[2] & 0x02:
+            return 0
+        self._store(key, _Entry(wire, ttl_offsets, ttls, now, ttl))
+        return ttl
+
+    def _store(self, key: Hashable, entry: _Entry) -> None:
+        entries = self._entries
+        entries[key] = entry
+        entries.move_to_end(key)
+        if len(entries) > self.size:
+            entries.popitem(last=False)

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from totd_faith.dns64fast import NEED_A, FastDns64, Reply
+from totd_faith.dns64fast import NEED_A, FastAnswer, FastDns64, Reply
 from totd_faith.dnswire import TYPE_A, TYPE_AAAA, QueryHead
 
 if TYPE_CHECKING:
@@ -73,10 +73,10 @@ class Miss:
         self.aaaa_query = self.fast.upstream_query(self.data, self.head, TYPE_AAAA)
         upstreams = self.service.upstreams
         assert upstreams is not None
-        upstreams.ask(self.aaaa_query, self.fast.check, self.on_aaaa)
+        upstreams.ask(self.aaaa_query, self.fast.check, self.on_aaaa, self.head[1])
 
     def on_aaaa(self, reply: Reply | bytes | None) -> None:
-        step: bytes | None = None
+        step: FastAnswer | bytes | None = None
         try:
             if isinstance(reply, Reply):
                 step = self.fast.after_aaaa(self.data, self.head, reply)
@@ -85,20 +85,20 @@ class Miss:
                     upstreams = self.service.upstreams
                     assert upstreams is not None
                     self.a_query = self.fast.upstream_query(self.data, self.head, TYPE_A)
-                    upstreams.ask(self.a_query, self.fast.check, self.on_a)
+                    upstreams.ask(self.a_query, self.fast.check, self.on_a, self.head[1])
                     return
         except Exception:
             self._bug()
             step = None
-        if step:
-            self.service.fast_answered(self, step, False)
+        if isinstance(step, FastAnswer):
+            self.service.fast_answered(self, step)
         else:
             self.service.to_core(self, {self.aaaa_query: _raw(reply)})
 
     def on_a(self, reply: Reply | bytes | None) -> None:
         aaaa = self.aaaa
         assert aaaa is not None
-        done: tuple[bytes, bool] | None = None
+        done: FastAnswer | None = None
         try:
             if isinstance(reply, Reply):
                 done = self.fast.after_a(self.data, self.head, aaaa, reply)
@@ -106,7 +106,7 @@ class Miss:
             self._bug()
             done = None
         if done is not None:
-            self.service.fast_answered(self, done[0], done[1])
+            self.service.fast_answered(self, done)
         else:
             self.service.to_core(self, {self.aaaa_query: aaaa.data, self.a_query: _raw(reply)})
 

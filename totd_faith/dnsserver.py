@@ -35,7 +35,7 @@ import dns.rcode
 import dns.rdatatype
 
 from totd_faith.config import Config
-from totd_faith.dns64fast import FastDns64
+from totd_faith.dns64fast import FastAnswer, FastDns64
 from totd_faith.dnscache import DnsCache
 from totd_faith.dnsmiss import Deliver, Miss
 from totd_faith.dnsreply import MessageReader
@@ -43,7 +43,14 @@ from totd_faith.dnssockets import listening_socket
 from totd_faith.dnsstats import DnsStats
 from totd_faith.dnstcp import MAX_MESSAGE, TcpConnection
 from totd_faith.dnsudp import REFUSED_CLIENT, UdpListener
-from totd_faith.dnswire import HEADER_SIZE, QueryHead, formerr_for, header_response, scan_query
+from totd_faith.dnswire import (
+    HEADER_SIZE,
+    TYPE_AAAA,
+    QueryHead,
+    formerr_for,
+    header_response,
+    scan_query,
+)
 from totd_faith.endpoints import Endpoint, IPAddress
 from totd_faith.errors import OperatorError
 from totd_faith.policy import unmap
@@ -387,17 +394,26 @@ class DnsService:
         else:
             self.spawn(self._core(data, host, head, client_class, limit, None, deliver))
 
-    def fast_answered(self, miss: Miss, wire: bytes, synthesized: bool) -> None:
+    def fast_answered(self, miss: Miss, answer: FastAnswer) -> None:
         """Count, cache, truncate for a small UDP client and deliver a fast-path answer."""
+        stats = self.stats
+        wire = answer.wire
         try:
-            stats = self.stats
-            stats.queries_by_type[dns.rdatatype.AAAA] += 1
+            stats.queries_by_type[TYPE_AAAA] += 1
             stats.cache_misses += 1
             stats.responses_by_rcode[wire[3] & 0x0F] += 1
-            if synthesized:
+            if answer.synthesized:
                 stats.synthesized += 1
             head = miss.head
-            self.cache.put((head[0], head[2] | miss.client_class), wire, self.clock())
+            self.cache.put_known(
+                (head[0], head[2] | miss.client_class),
+                wire,
+                answer.ttl_offsets,
+                answer.ttls,
+                answer.negative,
+                answer.soa_minimum,
+                self.clock(),
+            )
             if len(wire) > miss.limit:
                 # RFC 1035 section 4.2.1 / RFC 6891 section 7, as on the core path.
                 wire = self.reader.read(wire).to_wire(max_size=miss.limit, prefer_truncation=True)

@@ -310,6 +310,9 @@ class UpstreamPool:
         self._deadlines: deque[tuple[float, _Ask, int]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
         self._tcp_tasks: set[asyncio.Task[None]] = set()
+        #: The current order of upstreams (see _ordered), and when it expires (0: never).
+        self._order: list[_Upstream] | None = None
+        self._order_until = 0.0
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -325,28 +328,43 @@ class UpstreamPool:
         now = self.clock()
         return any(u.endpoint == endpoint and u.down_until > now for u in self.upstreams)
 
-    def _order(self) -> list[_Upstream]:
-        now = self.clock()
-        usable = [u for u in self.upstreams if u.down_until <= now]
-        order = usable or list(self.upstreams)
-        if len(order) == 1:
-            # With one upstream there is nobody to fail over to: send once more,
-            # as a lost UDP datagram is far likelier than a dead server.
-            order = order * 2
+    def _ordered(self) -> list[_Upstream]:
+        """The upstreams to try, in order: those not marked down (all if none is up).
+
+        Shared by queries (never modified) and recomputed only when an upstream
+        is marked down or up, or a down upstream's retry time has come.
+        """
+        order = self._order
+        if order is None or (self._order_until and self.clock() >= self._order_until):
+            now = self.clock()
+            usable = [u for u in self.upstreams if u.down_until <= now]
+            order = usable or list(self.upstreams)
+            if len(order) == 1:
+                # With one upstream there is nobody to fail over to: send once more,
+                # as a lost UDP datagram is far likelier than a dead server.
+                order = order * 2
+            self._order = order
+            self._order_until = min(
+                (u.down_until for u in self.upstreams if u.down_until > now), default=0.0
+            )
         return order
 
     # -- the callback engine -------------------------------------------------------
 
-    def ask(self, wire: bytes, check: ReplyCheck, callback: ReplyCallback) -> None:
+    def ask(
+        self, wire: bytes, check: ReplyCheck, callback: ReplyCallback, question_end: int = 0
+    ) -> None:
         """Send the query ``wire`` (any ID) and call ``callback`` once, later, with
         ``check(reply)`` of the first good reply, or None if all attempts failed.
 
         SERVFAIL and REFUSED move on to the next upstream too, but are returned
         when nobody does better (DNS64 treats SERVFAIL as "synthesize", RFC 6147
-        section 5.1.3, so it must not be swallowed).
+        section 5.1.3, so it must not be swallowed).  ``question_end``, if the
+        caller knows it, is where the question of ``wire`` ends.
         """
-        question = wire[HEADER_SIZE : skip_name(wire, HEADER_SIZE) + 4].lower()
-        ask = _Ask(wire, question, check, callback, self._order())
+        if not question_end:
+            question_end = skip_name(wire, HEADER_SIZE) + 4
+        ask = _Ask(wire, wire[HEADER_SIZE:question_end].lower(), check, callback, self._ordered())
         if self._closed:
             self.loop.call_soon(callback, None)
             return
@@ -492,11 +510,13 @@ class UpstreamPool:
                     self.retry,
                 )
             upstream.down_until = now + self.retry
+            self._order = None
 
     def _succeeded(self, upstream: _Upstream) -> None:
         if upstream.down_until:
             log.info("upstream %s answers again", upstream.endpoint)
             upstream.down_until = 0.0
+            self._order = None
         upstream.failures = 0
 
     # -- awaitable forms ---------------------------------------------------------------

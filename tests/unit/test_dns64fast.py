@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 
 from totd_faith.config import Config, from_table
 from totd_faith.dns64 import Dns64
-from totd_faith.dns64fast import FALLBACK, NEED_A, FastDns64
+from totd_faith.dns64fast import FALLBACK, NEED_A, FastAnswer, FastDns64
+from totd_faith.dnscache import DnsCache
 from totd_faith.dnswire import scan_query
 from totd_faith.hosts import HostEntry
 from totd_faith.upstream import query_wire
@@ -230,6 +231,11 @@ def core_answer(
 
 
 def fast_answer(fast: FastDns64, data: bytes, replies: dict[int, bytes]) -> bytes | None:
+    answer = fast_result(fast, data, replies)
+    return None if answer is None else answer.wire
+
+
+def fast_result(fast: FastDns64, data: bytes, replies: dict[int, bytes]) -> FastAnswer | None:
     head = scan_query(data)
     assert head is not None
     aaaa = fast.parse(replies[28])
@@ -238,13 +244,35 @@ def fast_answer(fast: FastDns64, data: bytes, replies: dict[int, bytes]) -> byte
     result = fast.after_aaaa(data, head, aaaa)
     if result is FALLBACK:
         return None
-    if result != NEED_A:
+    if isinstance(result, FastAnswer):
         return result
+    assert result == NEED_A
     a = fast.parse(replies[1])
     if a is None:
         return None
-    done = fast.after_a(data, head, aaaa, a)
-    return None if done is None else done[0]
+    return fast.after_a(data, head, aaaa, a)
+
+
+def assert_cached_alike(answer: FastAnswer) -> None:
+    """The cache entry stored from the fast path's layout (put_known) equals the
+    one stored by walking the bytes (put): same TTL fields, values and lifetime."""
+    walked, known = DnsCache(10, 86_400, 3_600), DnsCache(10, 86_400, 3_600)
+    ttl = walked.put("k", answer.wire, 100.0)
+    assert (
+        known.put_known(
+            "k",
+            answer.wire,
+            answer.ttl_offsets,
+            answer.ttls,
+            answer.negative,
+            answer.soa_minimum,
+            100.0,
+        )
+        == ttl
+    )
+    if ttl:
+        for later in (100.0, 101.5, 100.0 + ttl / 2):
+            assert known.get("k", later) == walked.get("k", later)
 
 
 def normal(message: dns.message.Message) -> tuple[Any, ...]:
@@ -318,13 +346,15 @@ def test_fast_path_answers_exactly_like_the_core(data: st.DataObject) -> None:
     # all, with our A query.
     assert sent[0] == aaaa_query
     assert sent[1:] in ([], [a_query])
-    got = fast_answer(fast, query, replies)
-    if got is None:
+    answer = fast_result(fast, query, replies)
+    if answer is None:
         event("fallback")
         STATS["fallback"] += 1
         return
     event("fast answer")
     STATS["fast"] += 1
+    got = answer.wire
+    assert_cached_alike(answer)
     # Rendered like the shell renders it, then parsed, as a client would.
     expected_wire = expected.to_wire(max_size=65535)
     assert normal(dns.message.from_wire(got)) == normal(dns.message.from_wire(expected_wire))
