@@ -15,7 +15,6 @@ bench_dns.py's end-to-end rates.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import socket
 import sys
