@@ -50,6 +50,8 @@ class UdpListener:
         self.sock = sock
         self.reading_stopped = False
         self.closed = False
+        #: Answers waiting for the end of this turn of the loop (see send_answer).
+        self._outbox: list[tuple[bytes, tuple[Any, ...]]] = []
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_reader(self.sock.fileno(), self._reader())
@@ -178,9 +180,23 @@ class UdpListener:
             log.debug("dns: failed to handle a UDP packet from %s", addr, exc_info=True)
 
     def send_answer(self, addr: tuple[Any, ...], wire: bytes | None) -> None:
-        if wire is not None and not self.closed:
+        """Queue an answer from the miss paths; sent at the end of this turn of
+        the loop with the others (one wake-up of a busy client per batch, as for
+        upstream queries: see UpstreamPool._flush)."""
+        if wire is not None:
+            outbox = self._outbox
+            outbox.append((wire, addr))
+            if len(outbox) == 1:
+                asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        outbox, self._outbox = self._outbox, []
+        if self.closed:
+            return
+        sendto = self.sock.sendto
+        for wire, addr in outbox:
             try:
-                self.sock.sendto(wire, addr)
+                sendto(wire, addr)
             except OSError as exc:
                 # A full socket buffer or a vanished client: UDP answers may be lost.
                 log.debug("dns: cannot answer %s: %s", addr, exc)

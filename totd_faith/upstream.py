@@ -310,6 +310,8 @@ class UpstreamPool:
         self._deadlines: deque[tuple[float, _Ask, int]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
         self._tcp_tasks: set[asyncio.Task[None]] = set()
+        #: Queries waiting for the end of this turn of the loop (see _flush).
+        self._outbox: list[tuple[_UdpChannel, bytes]] = []
         #: The current order of upstreams (see _ordered), and when it expires (0: never).
         self._order: list[_Upstream] | None = None
         self._order_until = 0.0
@@ -393,14 +395,31 @@ class UpstreamPool:
         deadlines.append((loop.time() + self.timeout, ask, ask.attempt))
         if self._sweeper is None:
             self._sweeper = loop.call_at(deadlines[0][0], self._sweep)
-        try:
-            channel.sock.send(_ID_BYTES[qid] + ask.wire[2:])
-        except (BlockingIOError, InterruptedError):
-            pass  # a full buffer: like a lost datagram, the timeout handles it
-        except OSError as exc:
-            # e.g. ECONNREFUSED from an earlier ICMP error; handled on the next
-            # turn of the loop, so the caller is never called back from ask().
-            self.loop.call_soon(channel.error, exc)
+        outbox = self._outbox
+        outbox.append((channel, _ID_BYTES[qid] + ask.wire[2:]))
+        if len(outbox) == 1:
+            loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Send the queries queued during this turn of the event loop, back to back.
+
+        Sending them together rather than each between the Python work of the
+        next reply or query wakes the upstream once per batch, not once per
+        query: on a loopback or a VM each wake-up is a costly inter-processor
+        interrupt, paid by the sender.  Never from inside :meth:`ask`, so the
+        caller is never called back re-entrantly.
+        """
+        outbox, self._outbox = self._outbox, []
+        for channel, datagram in outbox:
+            if channel.closed:
+                continue
+            try:
+                channel.sock.send(datagram)
+            except (BlockingIOError, InterruptedError):
+                pass  # a full buffer: like a lost datagram, the timeout handles it
+            except OSError as exc:
+                # e.g. ECONNREFUSED from an earlier ICMP error.
+                channel.error(exc)
 
     def _channel(self, upstream: _Upstream) -> _UdpChannel:
         index = _random16() % SOCKETS_PER_UPSTREAM  # a power of two: unbiased
