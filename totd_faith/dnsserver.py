@@ -416,7 +416,9 @@ class DnsService:
             )
             if len(wire) > miss.limit:
                 # RFC 1035 section 4.2.1 / RFC 6891 section 7, as on the core path.
-                wire = self.reader.read(wire).to_wire(max_size=miss.limit, prefer_truncation=True)
+                wire = self.reader.read(wire).to_wire(
+                    max_size=miss.limit, prefer_truncation=True, want_shuffle=False
+                )
             if self.log_queries:
                 self._log_query(miss.host, wire, False)
         except Exception:
@@ -492,13 +494,13 @@ class DnsService:
         # Opcode, question count, EDNS version and ACL are the core's decisions.
         response = await self._resolve(query, host, prefetched)
         # max_size: dnspython would otherwise cap at the request payload and raise.
-        wire = response.to_wire(max_size=MAX_MESSAGE, prefer_truncation=True)
+        wire = response.to_wire(max_size=MAX_MESSAGE, prefer_truncation=True, want_shuffle=False)
         if head is not None and client_class >= 0:
             self.cache.put((head[0], head[2] | client_class), wire, self.clock())
         if len(wire) > udp_limit:
             # RFC 1035 section 4.2.1 / RFC 6891 section 7: what does not fit is
             # cut at an RRset boundary and TC tells the client to ask over TCP.
-            wire = response.to_wire(max_size=udp_limit, prefer_truncation=True)
+            wire = response.to_wire(max_size=udp_limit, prefer_truncation=True, want_shuffle=False)
         stats.responses_by_rcode[response.rcode()] += 1
         if query.question and query.question[0].rdtype == dns.rdatatype.AAAA:
             self._count_synthesized(response)

@@ -216,7 +216,7 @@ _UDP_RECV_SIZE = 65_535
 def truncate(service: DnsService, wire: bytes, limit: int) -> bytes:
     """``wire`` cut down to ``limit`` bytes with TC set, OPT kept (RFC 6891 section 7)."""
     message = service.reader.read(wire)
-    return message.to_wire(max_size=limit, prefer_truncation=True)
+    return message.to_wire(max_size=limit, prefer_truncation=True, want_shuffle=False)
 
 
 def udp_limit(data: bytes) -> int:

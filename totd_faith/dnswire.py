@@ -37,6 +37,8 @@ TYPE_OPT = 41  # RFC 6891 section 6.1.1
 KEY_DO = 1  # DNSSEC OK (RFC 3225)
 KEY_CD = 2  # checking disabled (RFC 4035)
 KEY_EDNS = 4  # the query carried OPT, so the answer must too (RFC 6891 section 7)
+KEY_AD = 16  # the client asked for AD, which decides the answer's AD (RFC 6840 section 5.7)
+#: (8 is taken by the server's "gets DNS64 synthesis" bit, dnsserver.KEY_SYNTH.)
 
 #: Largest UDP answer a client without EDNS can take (RFC 1035 section 4.2.1).
 CLASSIC_UDP_SIZE = 512
@@ -56,7 +58,7 @@ _OPT = struct.Struct("!BHHIH")  # root owner, type, class=payload, ttl, rdlength
 #: ``(question_key, question_end, flags, payload_size, qtype)`` where
 #: ``question_key`` is the lowercased qname wire form plus qtype and qclass,
 #: ``question_end`` the offset just past the question (the question is
-#: ``data[12:question_end]``), ``flags`` KEY_DO | KEY_CD | KEY_EDNS and
+#: ``data[12:question_end]``), ``flags`` KEY_DO | KEY_CD | KEY_EDNS | KEY_AD and
 #: ``payload_size`` the largest UDP response the client accepts (RFC 6891
 #: section 6.2.5).  A plain tuple: a NamedTuple costs a Python-level
 #: ``__new__`` call per packet on the hot path.
@@ -96,7 +98,7 @@ def scan_query(data: bytes) -> QueryHead | None:
     if name_end - HEADER_SIZE > 255:  # RFC 1035 section 2.3.4
         return None
     question_end = name_end + 4
-    cd = KEY_CD if data[3] & 0x10 else 0
+    cd = (KEY_CD if data[3] & 0x10 else 0) | (KEY_AD if data[3] & 0x20 else 0)
     if arcount == 0:
         if question_end != size:
             return None

@@ -357,12 +357,6 @@ def test_rfc6147_5_1_7_one_aaaa_per_a_record_per_prefix(upstream: Endpoint, prox
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 3 promises one AAAA per prefix 'in configured order', but EDNS answers "
-    "rendered by dnspython (dnsserver/dnsudp to_wire) shuffle the RRset: the first "
-    "AAAA is in the second prefix about half of the time, then frozen in the cache",
-)
 def test_two_prefixes_answer_in_configured_order(upstream: Endpoint, proxy: Proxy) -> None:
     endpoint = proxy("--upstream", str(upstream), "--prefix", NSP, "--prefix", NSP2)
     firsts = [dig(endpoint, "AAAA", f"order{i}.wild.qa.example").addresses()[0] for i in range(16)]
@@ -492,11 +486,6 @@ def test_rfc6147_5_5_do_and_cd_through_the_server_and_its_cache(
         assert reply.addresses() == synthesized and "ad" not in reply.flags
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the cache key ignores the query's AD bit: an answer cached for a client that "
-    "set AD keeps AD when replayed to a client that set neither AD nor DO",
-)
 def test_rfc6840_5_7_ad_is_not_replayed_to_a_client_that_did_not_ask(
     scripted: Endpoint, proxy: Proxy
 ) -> None:
@@ -507,11 +496,6 @@ def test_rfc6840_5_7_ad_is_not_replayed_to_a_client_that_did_not_ask(
     assert "ad" not in dig(endpoint, "+noadflag", "TXT", "ad1.fake").flags
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the cache key ignores the query's AD bit: after a client without AD, a client "
-    "that sets AD gets the cached answer with AD cleared although the upstream set it",
-)
 def test_ad_from_the_upstream_is_kept_for_a_client_that_asks_after_one_that_did_not(
     scripted: Endpoint, proxy: Proxy
 ) -> None:
@@ -584,13 +568,6 @@ def test_rfc6147_5_3_1_ptr_without_upstream_ptr_is_nxdomain_with_the_cname(
 # -- RFC 6147 section 5.1.4 with RFC 2308 section 2.2 ------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="when every AAAA is excluded (::ffff:0:0/96) and the A query is NODATA, the reply "
-    "is the positive AAAA reply with its answer removed: NOERROR, empty answer, NS in the "
-    "authority and no SOA, which RFC 2308 section 2.2 reads as a referral and which no "
-    "cache may store; RFC 6147 section 5.1.6 says the A query's empty result is the basis",
-)
 def test_rfc6147_5_1_4_all_excluded_and_no_a_is_a_proper_nodata(
     upstream: Endpoint, proxy: Proxy
 ) -> None:

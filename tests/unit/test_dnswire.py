@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from totd_faith.dnswire import (
+    KEY_AD,
     KEY_CD,
     KEY_DO,
     KEY_EDNS,
@@ -57,6 +58,8 @@ def _query(
     )
     if cd:
         query.flags |= dns.flags.CD
+    if do != cd:  # AD in every combination with DO and CD (RFC 6840 section 5.7)
+        query.flags |= dns.flags.AD
     return query
 
 
@@ -88,6 +91,7 @@ def test_scan_query_matches_dnspython(name, rdtype, rdclass, edns, do, cd, paylo
     assert bool(head.flags & KEY_EDNS) == (parsed.edns >= 0)
     assert bool(head.flags & KEY_DO) == bool(parsed.ednsflags & dns.flags.DO)
     assert bool(head.flags & KEY_CD) == bool(parsed.flags & dns.flags.CD)
+    assert bool(head.flags & KEY_AD) == bool(parsed.flags & dns.flags.AD)
     expected_payload = max(parsed.payload, 512) if parsed.edns >= 0 else 512
     assert head.payload_size == expected_payload
 
