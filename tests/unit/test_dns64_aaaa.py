@@ -102,6 +102,80 @@ def test_rfc6147_5_1_4_excluded_aaaa_only_counts_as_empty() -> None:
     assert "::ffff" not in " ".join(r.rrsets())
 
 
+# A positive upstream reply: the zone's NS records in the authority section, no SOA.
+NS = "example. 300 IN NS ns.example."
+GLUE = "ns.example. 300 IN A 192.0.2.53"
+
+
+def test_rfc6147_5_1_4_only_excluded_and_no_a_is_the_a_querys_nodata() -> None:
+    # Section 5.1.4: only excluded AAAA records "MUST treat the answer as though it
+    # were an empty answer"; section 5.1.6: the A query's "empty result ... is used
+    # as the basis for the answer".  Not the trimmed AAAA reply: NOERROR, nothing
+    # in the answer and NS without SOA is a referral by RFC 2308 section 2.2.
+    r = run(
+        dns64(),
+        query("mappedonly.example."),
+        {
+            ("mappedonly.example.", "AAAA"): upstream(
+                answer="mappedonly.example. 300 IN AAAA ::ffff:192.0.2.11",
+                authority=NS,
+                additional=GLUE,
+            ),
+            ("mappedonly.example.", "A"): upstream(authority=SOA),
+        },
+    )
+    assert r.questions == [("mappedonly.example.", "AAAA"), ("mappedonly.example.", "A")]
+    assert r.rcode == dns.rcode.NOERROR
+    assert r.rrsets() == []
+    assert r.rrsets("authority") == [
+        "example. 3600 SOA ns.example. admin.example. 1 3600 600 86400 300"
+    ]
+
+
+def test_rfc6147_5_1_4_only_excluded_at_end_of_chain_keeps_the_chain_and_soa() -> None:
+    # Section 5.1.5: the chain is part of the answer; the SOA comes with the A query's
+    # negative answer for the chain's target (section 5.1.6).
+    chain = "cn.example. 300 IN CNAME mappedonly.example."
+    r = run(
+        dns64(),
+        query("cn.example."),
+        {
+            ("cn.example.", "AAAA"): upstream(
+                answer=chain + "\nmappedonly.example. 300 IN AAAA ::ffff:192.0.2.11",
+                authority=NS,
+            ),
+            ("cn.example.", "A"): upstream(answer=chain, authority=SOA),
+        },
+    )
+    assert r.rcode == dns.rcode.NOERROR
+    assert r.rrsets() == ["cn.example. 300 CNAME mappedonly.example."]
+    assert [line.split()[2] for line in r.rrsets("authority")] == ["SOA"]
+
+
+def test_rfc6147_5_1_4_only_excluded_and_nothing_to_synthesize_is_nodata_without_ns() -> None:
+    # The A query found A records, none in dns64.mapped (section 5.1.7): neither reply
+    # carries an SOA, so the NODATA has an empty authority section (RFC 2308 section
+    # 2.2 NODATA type 3: "or there will be no NS records there"), never NS alone.
+    r = run(
+        dns64(dns64={"mapped": ["198.51.100.0/24"]}),
+        query("mappedonly.example."),
+        {
+            ("mappedonly.example.", "AAAA"): upstream(
+                answer="mappedonly.example. 300 IN AAAA ::ffff:192.0.2.11",
+                authority=NS,
+                additional=GLUE,
+            ),
+            ("mappedonly.example.", "A"): upstream(
+                answer="mappedonly.example. 300 IN A 192.0.2.11", authority=NS, additional=GLUE
+            ),
+        },
+    )
+    assert r.rcode == dns.rcode.NOERROR
+    assert r.rrsets() == []
+    assert r.rrsets("authority") == []
+    assert r.rrsets("additional") == []
+
+
 def test_rfc6147_5_1_4_excluded_records_removed_from_mixed_answer() -> None:
     r = run(
         dns64(),
@@ -529,6 +603,24 @@ def test_always_synthesize_without_a_is_nodata() -> None:
         {("x.v4only.example.", "A"): upstream(authority=SOA)},
     )
     assert r.rcode == dns.rcode.NOERROR and r.rrsets() == []
+    assert [line.split()[2] for line in r.rrsets("authority")] == ["SOA"]
+
+
+def test_always_synthesize_with_nothing_to_synthesize_is_nodata_without_ns() -> None:
+    # The A reply is positive (NS, no SOA) but no A is in dns64.mapped: with its A
+    # records removed it must not read as a referral (RFC 2308 section 2.2).
+    resolver = dns64(dns64={"always_synthesize": ["v4only.example"], "mapped": ["10.0.0.0/8"]})
+    r = run(
+        resolver,
+        query("y.v4only.example."),
+        {
+            ("y.v4only.example.", "A"): upstream(
+                answer="y.v4only.example. 300 IN A 192.0.2.4", authority=NS, additional=GLUE
+            )
+        },
+    )
+    assert r.rcode == dns.rcode.NOERROR
+    assert r.rrsets() == [] and r.rrsets("authority") == [] and r.rrsets("additional") == []
 
 
 def test_dns64_clients_switch_outside_gets_plain_forwarding() -> None:

@@ -21,7 +21,10 @@ Decisions where the RFCs leave room (each is cited again at its code):
 - IPv4 addresses no translator can reach (0/8, 127/8, 224/4, 240/4) are never
   synthesized, whatever dns64.mapped says: the same rule as ``zone export``.
 - Exclusion (section 5.1.4): excluded AAAA records are removed (with the RRSIG
-  over the trimmed RRset, and AD); only-excluded counts as empty.
+  over the trimmed RRset, and AD); only-excluded counts as empty, so with
+  nothing to synthesize the client gets the A query's negative answer
+  (section 5.1.6: chain and SOA kept), never the trimmed positive reply,
+  which would have NS and no SOA: a referral (RFC 2308 section 2.2).
 - DNSSEC (section 5.5): we do not validate.  DO+CD: no synthesis (AAAA, PTR
   CNAMEs, static hosts' AAAA), the data is forwarded for the client to
   validate; only ipv4only.arpa is still answered (RFC 8880 sections 5, 7.1).

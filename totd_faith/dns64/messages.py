@@ -173,6 +173,31 @@ def relay(
     return response
 
 
+def nodata(
+    query: dns.message.Message,
+    reply: dns.message.Message,
+    answer: Iterable[dns.rrset.RRset],
+) -> dns.message.Message:
+    """A NODATA response to ``query`` built from the NOERROR ``reply`` with ``answer``
+    (a CNAME/DNAME chain, or nothing) as its answer section, AD off.
+
+    RFC 2308 section 2.2: "NODATA is indicated by an answer with the RCODE set
+    to NOERROR and no relevant answers in the answer section.  The authority
+    section will contain an SOA record, or there will be no NS records there."
+    A negative reply keeps its SOA and everything around it (NODATA types 1
+    and 2).  A reply that was positive before its data was removed carries no
+    SOA, only the zone's NS records and their addresses -- the shape of a
+    referral -- so both sections are emptied: NODATA type 3, which caches do
+    not store (RFC 2308 section 5: "Negative responses without SOA records
+    SHOULD NOT be cached").
+    """
+    response = relay(query, reply, answer=answer, keep_ad=False)
+    if not any(rrset.rdtype == dns.rdatatype.SOA for rrset in response.authority):
+        response.authority = []
+        response.additional = []
+    return response
+
+
 def servfail(query: dns.message.Message) -> dns.message.Message:
     """SERVFAIL because no upstream answered (RFC 8914 EDE 22, No Reachable Authority)."""
     response = new_response(query, dns.rcode.SERVFAIL)

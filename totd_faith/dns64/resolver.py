@@ -31,6 +31,7 @@ from totd_faith.dns64.messages import (
     checking_disabled,
     local_response,
     new_response,
+    nodata,
     relay,
     servfail,
     upstream_query,
@@ -176,7 +177,6 @@ class Dns64:
     def _aaaa(self, query: dns.message.Message, qname: dns.name.Name) -> Resolution:
         synth = self._synth
         aaaa_reply: dns.message.Message | None = None
-        aaaa_answer: list[dns.rrset.RRset] = []
         trimmed = False
         if not self._listed(qname, self._always):
             aaaa_reply = yield self._ask(query, qname, AAAA)
@@ -212,18 +212,33 @@ class Dns64:
         if synthesized is None:
             # Nothing to synthesize: no A at the end of the chain, or none in
             # the mapped ranges (section 5.1.7) or allowed in the Well-Known
-            # Prefix (RFC 6052 section 3.1).  RFC 6147 section 5.4: "If there is
-            # an empty answer, then the DNS64 responds to the original querying
-            # client with the answer the DNS64 received to the original
-            # (initiator's) query."
-            if aaaa_reply is not None:
-                return relay(query, aaaa_reply, answer=aaaa_answer, keep_ad=not trimmed)
-            if self._listed(qname, self._always):
-                # No AAAA query was made (dns64.always_synthesize): NODATA built
-                # from the A response (chain and SOA kept).
-                return relay(query, a_reply, answer=_without_a(a_reply.answer), keep_ad=False)
-            # The AAAA query had no answer at all: section 5.1.3, RCODE=2.
-            return servfail(query)
+            # Prefix (RFC 6052 section 3.1).
+            if aaaa_reply is not None and not trimmed:
+                # RFC 6147 section 5.4: "If there is an empty answer, then the
+                # DNS64 responds to the original querying client with the answer
+                # the DNS64 received to the original (initiator's) query."  That
+                # answer is the upstream's own negative one (its SOA included).
+                return relay(query, aaaa_reply)
+            if aaaa_reply is None and not self._listed(qname, self._always):
+                # The AAAA query had no answer at all: section 5.1.3, RCODE=2.
+                return servfail(query)
+            # The AAAA answer held only excluded records, or no AAAA query was
+            # made (dns64.always_synthesize).  Section 5.1.4: "if it receives an
+            # answer with only AAAA records containing addresses in the excluded
+            # range(s), then it MUST treat the answer as though it were an empty
+            # answer, and proceed accordingly" and "MUST NOT return the offending
+            # AAAA records as part of a response"; section 5.1.6: "If this new A
+            # RR query results in an empty answer or in an error, then the empty
+            # result or error is used as the basis for the answer returned to the
+            # querying client."  So the client gets the A query's negative
+            # answer (its CNAME/DNAME chain, section 5.1.5, and its SOA), not
+            # the positive AAAA reply with its answer removed: that one has NS
+            # records and no SOA in its authority section, which RFC 2308
+            # section 2.2 reads as a referral.  When the A query did find A
+            # records (none of which we may synthesize), it has no SOA either
+            # and nodata() empties its NS-only authority section (RFC 2308
+            # NODATA type 3).
+            return nodata(query, a_reply, _without_a(a_reply.answer))
         # RFC 6147 section 5.4: question from the client's query, answer from
         # section 5.1.7, "authority and additional sections are copied from the
         # response to the final query" (and section 5.3.2: the additional section
