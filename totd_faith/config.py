@@ -12,6 +12,7 @@ No I/O except :func:`load_file`, which reads the one file it is given.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import json
 import math
@@ -244,12 +245,14 @@ _PROTOCOLS = ("tcp", "udp")
 
 
 def _reject_unknown(table: Mapping[str, object], known: Iterable[str], path: str) -> None:
-    known = set(known)
+    known = sorted(set(known))
     for key in table:
         if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f", did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
                 f"{path}.{key}" if path else key,
-                f"unknown key (expected one of: {', '.join(sorted(known))})",
+                f"unknown key{hint} (expected one of: {', '.join(known)})",
             )
 
 
@@ -411,12 +414,15 @@ class DnsConfig:
     )
 
 
+_DEFAULT_EXCLUDE = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
 @dataclass(frozen=True, slots=True)
 class Dns64Config:
     """RFC 6147 synthesis options (the prefixes are top-level, shared with the relay)."""
 
     exclude: tuple[ipaddress.IPv6Network, ...] = setting(
-        lambda: (ipaddress.IPv6Network("::ffff:0:0/96"),),
+        lambda: (_DEFAULT_EXCLUDE,),
         "AAAA records inside these networks are treated as absent (RFC 6147 section 5.1.4).",
         p_list(p_ipv6_network),
         dump=d_list,
@@ -627,15 +633,50 @@ def _merge(base: dict[str, Any], overrides: Mapping[str, object]) -> dict[str, A
     return merged
 
 
+def _validate_prefixes(
+    prefixes: tuple[Nat64Prefix, ...], exclude: tuple[ipaddress.IPv6Network, ...]
+) -> None:
+    """Each prefix once, no two overlapping, none inside the DNS64 exclusion set."""
+    for i, prefix in enumerate(prefixes):
+        for j, earlier in enumerate(prefixes[:i]):
+            if prefix == earlier:
+                raise ConfigError(
+                    f"prefixes[{i}]", f"{prefix} is listed twice (also prefixes[{j}]); remove one"
+                )
+            # An address inside both would decode to two different IPv4 addresses
+            # (RFC 6052 section 2.2 places the IPv4 bits by prefix length), so the
+            # relay, the PTR answers and `addr decode` could disagree.
+            if prefix.network.overlaps(earlier.network):
+                raise ConfigError(
+                    f"prefixes[{i}]",
+                    f"{prefix} overlaps prefixes[{j}] {earlier}: an address inside both would "
+                    "embed a different IPv4 address under each (RFC 6052 section 2.2); use "
+                    "translation prefixes that do not overlap",
+                )
+        # RFC 6147 section 5.1.4: the exclusion set (by default ::ffff:0:0/96, the
+        # IPv4-mapped addresses) holds addresses IPv6-only hosts cannot use, so a
+        # prefix there would synthesize only unusable AAAA records.
+        for j, excluded in enumerate(exclude):
+            if prefix.network.overlaps(excluded):
+                if excluded == _DEFAULT_EXCLUDE:
+                    what, other = " (the default)", ""
+                else:
+                    what, other = "", f", or remove {excluded} from dns64.exclude"
+                raise ConfigError(
+                    f"prefixes[{i}]",
+                    f"{prefix} overlaps dns64.exclude[{j}] {excluded}{what}: RFC 6147 "
+                    "section 5.1.4 excludes these addresses because IPv6-only hosts cannot "
+                    "use them, so AAAA records synthesized there would be unusable; use a "
+                    "translation prefix outside the exclusion set, such as 64:ff9b::/96 or a "
+                    f"Network-Specific Prefix from your own IPv6 space{other}",
+                )
+
+
 def validate(config: Config) -> Config:
     """Checks that span several keys."""
     if not config.prefixes:
         raise ConfigError("prefixes", "at least one translation prefix is needed")
-    seen: set[Nat64Prefix] = set()
-    for i, prefix in enumerate(config.prefixes):
-        if prefix in seen:
-            raise ConfigError(f"prefixes[{i}]", f"{prefix} is listed twice")
-        seen.add(prefix)
+    _validate_prefixes(config.prefixes, config.dns64.exclude)
     ports = [p.port for p in config.relay.ports]
     for i, port in enumerate(ports):
         if port in ports[:i]:

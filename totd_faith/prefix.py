@@ -32,6 +32,21 @@ _U_OCTET_MASK = 0xFF << 56
 _V4_MASK = 0xFFFF_FFFF
 
 
+_WHAT_A_PREFIX_IS = (
+    "a translation prefix is an IPv6 prefix of length 32, 40, 48, 56, 64 or 96 "
+    "(RFC 6052 section 2.2), e.g. 64:ff9b::/96 or 2001:db8:64::/96"
+)
+
+
+def _is_ipv4(text: str) -> bool:
+    """An IPv4 address or network, such as the 10.0.0.0/8 people sometimes try first."""
+    try:
+        ipaddress.IPv4Network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 def _v4_split(length: int) -> tuple[int, int]:
     """How many IPv4 bits go before and after the u-octet for ``length``."""
     before = max(0, 64 - length) if length < 96 else 0
@@ -72,12 +87,17 @@ class Nat64Prefix:
     def parse(cls, text: str) -> Nat64Prefix:
         """Parse ``"2001:db8:64::/96"``; raise :class:`PrefixError` naming the rule broken."""
         text = text.strip()
+        if _is_ipv4(text):
+            kind = "an IPv4 network" if "/" in text else "an IPv4 address"
+            raise PrefixError(f"{text!r} is not an IPv6 prefix (it is {kind}); {_WHAT_A_PREFIX_IS}")
         if "/" not in text:
             raise PrefixError(f"{text!r}: a prefix needs a length, e.g. 64:ff9b::/96")
         try:
             network = ipaddress.IPv6Network(text, strict=False)
-        except ValueError as exc:
-            raise PrefixError(f"{text!r} is not an IPv6 prefix ({exc})") from None
+        except ValueError:
+            # ipaddress's own text ("At least 3 parts expected ...") does not say what
+            # a translation prefix is.
+            raise PrefixError(f"{text!r} is not an IPv6 prefix; {_WHAT_A_PREFIX_IS}") from None
         if int(network.network_address) != int(ipaddress.IPv6Interface(text).ip):
             raise PrefixError(
                 f"{text}: bits after the prefix length must be zero (did you mean {network}?)"

@@ -102,6 +102,7 @@ async def serve_until_signalled(
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, hup.set)
     started: list[Service] = []
+    serving = False
     try:
         for service in services:
             await service.start()
@@ -113,6 +114,7 @@ async def serve_until_signalled(
         if ready is not None:
             ready()
         sdnotify.ready(", ".join(s.name for s in started))
+        serving = True
         while not stop.is_set():
             stop_wait = asyncio.ensure_future(stop.wait())
             hup_wait = asyncio.ensure_future(hup.wait())
@@ -125,10 +127,19 @@ async def serve_until_signalled(
                 config = await _reload(started, config, reload_config)
                 sdnotify.ready()
     finally:
-        sdnotify.stopping()
-        log.info("stopping (draining for up to %.0f s)", config.service.drain_timeout)
+        if serving:
+            sdnotify.stopping()
+            log.info("stopping (draining for up to %.0f s)", config.service.drain_timeout)
+            drain = config.service.drain_timeout
+        else:
+            # A start-up failure (port in use, no upstream, a user to drop to that
+            # does not exist ...): the CLI prints one "Error:" line.  The process never
+            # became ready, so the services it did start close at once, unannounced.
+            drain = 0.0
+            if started:
+                log.debug("start-up failed: closing %s", ", ".join(s.name for s in started))
         await asyncio.gather(
-            *(s.stop(config.service.drain_timeout) for s in reversed(started)),
+            *(s.stop(drain) for s in reversed(started)),
             return_exceptions=True,
         )
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

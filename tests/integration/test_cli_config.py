@@ -136,7 +136,7 @@ def test_flags_without_a_file() -> None:
 def test_bad_flag_values_name_the_key(conf: Path) -> None:
     assert_one_line_error(
         run_cli("config", "show", "-c", str(conf), "--relay-port", "70000"),
-        "relay.ports[0]: 70000 is not a port number",
+        "--relay-port/--port (relay.ports[0]): 70000 is not a port number",
     )
     assert_one_line_error(run_cli("config", "show", "--prefix", "2001:db8::/60"), "/60")
     assert_one_line_error(run_cli("config", "show", "--map", "nonsense"), "relay.maps[0]")

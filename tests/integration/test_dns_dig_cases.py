@@ -659,12 +659,6 @@ def test_upstream_reached_through_a_wildcard_listener_is_refused() -> None:
     assert "also a listen address" in stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--prefix ::ffff:0:0/96 is accepted: every synthesized AAAA is then an "
-    "IPv4-mapped address, the very range RFC 6147 section 5.1.4 excludes by default as "
-    "unusable by IPv6-only hosts (dig AAAA v4.qa.example -> ::ffff:1.2.3.4)",
-)
 def test_prefix_inside_the_exclusion_set_is_refused(upstream: Endpoint) -> None:
     port = free_port()
     stderr = start_expecting_exit(
@@ -679,11 +673,6 @@ def test_prefix_inside_the_exclusion_set_is_refused(upstream: Endpoint) -> None:
     assert "prefixes[0]" in stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a start-up failure prints 'INFO totd_faith: stopping (draining for up to 10 s)' "
-    "before the Error line, though nothing was started and nothing drains",
-)
 def test_port_in_use_is_exactly_one_error_line(upstream: Endpoint) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
         busy.bind(("127.0.0.1", 0))

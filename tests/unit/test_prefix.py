@@ -159,6 +159,26 @@ def test_malformed_prefixes(text: str, problem: str) -> None:
         Nat64Prefix.parse(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("10.0.0.0/8", "is not an IPv6 prefix (it is an IPv4 network)"),
+        ("192.0.2.1", "is not an IPv6 prefix (it is an IPv4 address)"),
+        ("banana/96", "is not an IPv6 prefix"),
+        ("2001:zz::/96", "is not an IPv6 prefix"),
+    ],
+)
+def test_malformed_prefix_errors_say_what_a_prefix_is(text: str, kind: str) -> None:
+    with pytest.raises(PrefixError) as info:
+        Nat64Prefix.parse(text)
+    message = str(info.value)
+    assert message.startswith(f"{text!r} {kind}; ")
+    assert "IPv6 prefix of length 32, 40, 48, 56, 64 or 96 (RFC 6052 section 2.2)" in message
+    assert "e.g. 64:ff9b::/96" in message
+    # not ipaddress's own wording ("At least 3 parts expected", "Only hex digits ...")
+    assert "expected" not in message and "permitted" not in message
+
+
 def test_prefix_errors_are_operator_errors() -> None:
     # The CLI turns AddressError into a one-line message; ValueError keeps callers simple.
     with pytest.raises(AddressError):

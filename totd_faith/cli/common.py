@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import click
 
 from totd_faith.config import Config, load_file
-from totd_faith.errors import TotdFaithError
+from totd_faith.errors import ConfigError, TotdFaithError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,10 +53,43 @@ config_option = click.option(
 )
 
 
+#: The flag that sets each config key (both long names where there are two, as click's
+#: own messages write them), so that errors about a flag's value name the flag.
+FLAG_OF_KEY = {
+    "prefixes": "--prefix",
+    "dns.listen": "--listen",
+    "dns.upstreams": "--upstream",
+    "relay.ports": "--relay-port/--port",
+    "relay.all_ports": "--all-ports",
+    "relay.maps": "--map",
+    "relay.manage_routes": "--manage-routes",
+    "service.workers": "--workers",
+    "log.format": "--log-format",
+}
+
+
+def _flag_for(path: str, given: Mapping[str, object]) -> str | None:
+    """The flag whose value the key path ``path`` (``dns.listen[0]``) came from, if any."""
+    for key in given:
+        if path == key or path.startswith((f"{key}[", f"{key}.")):
+            return FLAG_OF_KEY.get(key)
+    return None
+
+
 def load_config(config_path: str | None, overrides: Mapping[str, object]) -> Config:
-    """Defaults < file < flags; ``overrides`` holds only flags the user passed."""
+    """Defaults < file < flags; ``overrides`` holds only flags the user passed.
+
+    An error in a value that came from a flag names the flag the user typed and
+    the key it sets: ``--listen (dns.listen[0]): 'nonsense' is not an address``.
+    """
     given = {key: value for key, value in overrides.items() if value not in (None, (), [])}
-    return load_file(config_path, given)
+    try:
+        return load_file(config_path, given)
+    except ConfigError as exc:
+        flag = _flag_for(exc.path, given)
+        if flag is None:
+            raise
+        raise ConfigError(f"{flag} ({exc.path})", exc.problem) from None
 
 
 def override_flags(*, dns: bool = True, relay: bool = True) -> Callable[[F], F]:
