@@ -655,9 +655,9 @@ def _validate_prefixes(
                 )
         # RFC 6147 section 5.1.4: the exclusion set (by default ::ffff:0:0/96, the
         # IPv4-mapped addresses) holds addresses IPv6-only hosts cannot use, so a
-        # prefix there would synthesize only unusable AAAA records.
+        # prefix there would synthesize unusable AAAA records.
         for j, excluded in enumerate(exclude):
-            if prefix.network.overlaps(excluded):
+            if prefix.may_synthesize_into(excluded):
                 if excluded == _DEFAULT_EXCLUDE:
                     what, other = " (the default)", ""
                 else:

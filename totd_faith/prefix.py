@@ -146,6 +146,21 @@ class Nat64Prefix:
         low = v4 & ((1 << after) - 1)
         return self._base | (high << 64) | (low << (56 - after))
 
+    def may_synthesize_into(self, network: ipaddress.IPv6Network) -> bool:
+        """Whether some IPv4 address embedded in this prefix lands inside ``network``.
+
+        More than an overlap of the two networks: embedded addresses have a zero
+        u-octet and zero suffix (RFC 6052 section 2.2), so e.g. ::/32 never
+        produces an address in ::ffff:0:0/96, whose bits 80-95 are ones.
+        """
+        if not self.network.overlaps(network):
+            return False
+        if self.length == 96:
+            return True
+        suffix_bits = 56 - self._after
+        always_zero = _U_OCTET_MASK | ((1 << suffix_bits) - 1)
+        return int(network.network_address) & int(network.netmask) & always_zero == 0
+
     def __contains__(self, address: object) -> bool:
         return isinstance(address, ipaddress.IPv6Address) and address in self.network
 

@@ -22,6 +22,7 @@ from totd_faith.prefix import (
 
 V4 = ipaddress.IPv4Address
 V6 = ipaddress.IPv6Address
+V6Net = ipaddress.IPv6Network
 
 # RFC 6052 section 2.4, Table 1: the same IPv4 address under each Network-Specific Prefix.
 RFC6052_TABLE = [
@@ -304,3 +305,40 @@ def test_reverse_names_stay_in_ip6_arpa_for_mapped_looking_addresses() -> None:
     assert nat64.address_from_reverse(name) == v6
     mapped = Nat64Prefix.parse("::ffff:0:0/96")
     assert mapped.reverse_origin == dns.name.from_text("f.f.f.f." + "0." * 20 + "ip6.arpa.")
+
+
+# -- may_synthesize_into: can an embedded address land in a network (dns64.exclude)? --------------
+
+
+@pytest.mark.parametrize(
+    ("prefix", "network", "expected"),
+    [
+        ("::ffff:0:0/96", "::ffff:0:0/96", True),
+        ("64:ff9b::/96", "::ffff:0:0/96", False),
+        ("2001:db8::/32", "2001:db8:1::/48", True),  # 0.1.x.x lands there
+        ("2001:db8:64::/96", "2001:db8::/32", True),  # the whole prefix is inside
+        # overlapping networks, but the ones are in bits every embedded address has zero
+        ("::/32", "::ffff:0:0/96", False),  # suffix bits 80-95
+        ("2001:db8::/32", "2001:db8:0:0:100::/72", False),  # the u-octet
+        ("2001:db8::/32", "2001:db8:0:0:ff::/80", False),  # /32: no v4 bits after it
+        ("2001:db8::/56", "2001:db8:0:0:ff::/80", True),  # /56: v4 bits 72-95
+    ],
+)
+def test_may_synthesize_into(prefix: str, network: str, expected: bool) -> None:
+    assert Nat64Prefix.parse(prefix).may_synthesize_into(V6Net(network)) is expected
+
+
+@given(prefixes, st.integers(0, 2**128 - 1), st.integers(0, 128), ipv4s)
+def test_may_synthesize_into_agrees_with_embedding(
+    nat64: Nat64Prefix, bits: int, length: int, v4: V4
+) -> None:
+    # A network near the prefix (its leading bits), so that overlaps are common.
+    base = int(nat64.network.network_address) | (bits & ((1 << (128 - nat64.length)) - 1))
+    network = V6Net((base >> (128 - length) << (128 - length), length))
+    inner = network if length >= nat64.length else nat64.network
+    witness = V6(nat64.embed_int(nat64.extract_int(int(inner.network_address))))
+    if nat64.may_synthesize_into(network):
+        assert witness in network
+    else:
+        assert witness not in network
+        assert nat64.embed(v4, check_global=False) not in network
