@@ -51,8 +51,9 @@ from totd_faith.dnswire import (
     header_response,
     scan_query,
 )
-from totd_faith.endpoints import Endpoint, IPAddress
+from totd_faith.endpoints import Endpoint, IPAddress, loop_listener
 from totd_faith.errors import OperatorError
+from totd_faith.hostaddrs import own_addresses
 from totd_faith.policy import unmap
 from totd_faith.upstream import UpstreamPool, query_wire
 
@@ -116,13 +117,19 @@ def upstream_endpoints(config: Config) -> tuple[Endpoint, ...]:
 
 
 def _not_ourselves(config: Config, upstreams: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
-    """Forwarding to our own listener would loop every query until it times out."""
+    """Forwarding to our own listener would loop every query until it times out,
+    also through a wildcard listener (0.0.0.0:53 with nameserver 127.0.0.1)."""
+    listens = config.dns.listen
+    wildcard = any(ipaddress.ip_address(str(e.host)).is_unspecified for e in listens)
+    own = own_addresses() if wildcard else frozenset()
     for upstream in upstreams:
-        if upstream in config.dns.listen:
+        listen = loop_listener(listens, upstream, own)
+        if listen is not None:
             raise OperatorError(
-                f"upstream {upstream} is also a listen address of this proxy, so queries "
-                "would loop; point --upstream at a real resolver (with the default upstreams "
-                "from /etc/resolv.conf, listen on another address or port)"
+                f"upstream {upstream} is also a listen address of this proxy ({listen} "
+                "receives it), so queries would loop; point --upstream at a real resolver "
+                "(with the default upstreams from /etc/resolv.conf, listen on another "
+                "address or port)"
             )
     return upstreams
 

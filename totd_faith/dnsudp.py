@@ -73,7 +73,6 @@ class UdpListener:
         wake-up that brings one datagram costs no attribute look-ups."""
         service = self.service
         recvfrom = self.sock.recvfrom
-        sendto = self.sock.sendto
         memo = service.memo
         replays = service.replays
         stats = service.stats
@@ -81,6 +80,9 @@ class UdpListener:
         by_rcode = stats.responses_by_rcode
         clock = service.clock
         other = self.other
+        outbox = self._outbox
+        append = outbox.append
+        flush = self._flush
 
         def readable() -> None:
             # One clock reading per batch: a batch takes well under a second,
@@ -101,10 +103,7 @@ class UdpListener:
                     # class, so the answer is the same bytes with this query's ID.
                     replay = replays.get(data[2:])
                     if replay is not None and now < replay[1] and memo.get(addr[0]) == replay[2]:
-                        try:
-                            sendto(data[:2] + replay[0], addr)
-                        except OSError:
-                            pass
+                        append((data[:2] + replay[0], addr))
                         hits += 1
                         by_type[replay[3]] += 1
                         by_rcode[replay[4]] += 1
@@ -112,6 +111,10 @@ class UdpListener:
                     other(data, addr, now)
             finally:
                 stats.cache_hits += hits
+                # The batch's answers back to back: one wake-up of a client that
+                # sent many queries, not one per answer (see UpstreamPool._flush).
+                if outbox:
+                    flush()
 
         return readable
 
@@ -146,10 +149,7 @@ class UdpListener:
                             # Too big for this client over UDP: cut at an RRset
                             # boundary and set TC (RFC 1035 section 4.2.1).
                             out = truncate(service, out, head[3])
-                        try:
-                            self.sock.sendto(out, addr)
-                        except OSError:
-                            pass
+                        self._outbox.append((out, addr))
                         rcode = hit[3] & 0x0F
                         stats.cache_hits += 1
                         stats.queries_by_type[head[4]] += 1
@@ -190,16 +190,16 @@ class UdpListener:
                 asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
-        outbox, self._outbox = self._outbox, []
-        if self.closed:
-            return
-        sendto = self.sock.sendto
-        for wire, addr in outbox:
-            try:
-                sendto(wire, addr)
-            except OSError as exc:
-                # A full socket buffer or a vanished client: UDP answers may be lost.
-                log.debug("dns: cannot answer %s: %s", addr, exc)
+        outbox = self._outbox
+        if not self.closed:
+            sendto = self.sock.sendto
+            for wire, addr in outbox:
+                try:
+                    sendto(wire, addr)
+                except OSError as exc:
+                    # A full socket buffer or a vanished client: UDP answers may be lost.
+                    log.debug("dns: cannot answer %s: %s", addr, exc)
+        outbox.clear()
 
 
 #: One-byte values for header byte 2, precomputed (no per-packet bytes() call).

@@ -645,12 +645,6 @@ def start_expecting_exit(*args: str, timeout: float = 10.0) -> str:
     return stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the loop check compares addresses literally: --listen 0.0.0.0:P with --upstream "
-    "127.0.0.1:P (or resolv.conf 'nameserver 127.0.0.1' with --listen 0.0.0.0:53) starts, "
-    "forwards every query to itself until max_inflight, then marks the upstream down",
-)
 def test_upstream_reached_through_a_wildcard_listener_is_refused() -> None:
     port = free_port("0.0.0.0")
     stderr = start_expecting_exit(

@@ -315,7 +315,7 @@ def test_bad_flag_is_a_one_line_error() -> None:
         timeout=20,
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("Error: prefixes[0]")
+    assert result.stderr.startswith("Error: --prefix (prefixes[0])")
 
 
 def test_ipv6_listener_udp_and_tcp(upstream: Endpoint, tmp_path: Path) -> None:
