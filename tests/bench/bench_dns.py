@@ -249,6 +249,20 @@ def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | No
     )
 
 
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its children (worker processes)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        for child in children.read_text().split():
+            total += process_cpu(int(child))
+    return total
+
+
 def machine() -> str:
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
     head = "\n".join(lscpu.splitlines()[:10])
@@ -261,6 +275,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating hot rounds")
     parser.add_argument("--cold-names", type=int, default=20_000)
     parser.add_argument("--cold-limit", type=float, default=60.0, help="seconds cap per cold run")
+    parser.add_argument(
+        "--cold-rounds",
+        type=int,
+        default=1,
+        help="cold runs per server, alternating, each on a freshly started server",
+    )
     parser.add_argument("--outstanding", type=int, default=100, help="dnsperf -q")
     parser.add_argument("--server-cpu", default="0", help="taskset CPU for the servers ('' = none)")
     parser.add_argument("--client-cpu", default="1", help="taskset CPU for dnsperf and NSD")
@@ -283,42 +303,62 @@ def main() -> int:
     nsd = start_bench_nsd(zone_text(args.cold_names), workdir / "nsd")
     pin(nsd.daemon.pid, client_cpu)
     results: list[Result] = []
+    cold_cpu: dict[str, list[float]] = {}
+    hot_cpu: dict[str, list[float]] = {}
     daemons: list[Daemon] = [nsd.daemon]
+
+    def start(name: str, round_: int) -> tuple[Endpoint, Daemon]:
+        if name == "totd-faith":
+            sub = workdir / f"totd-faith-{round_}"
+            sub.mkdir(exist_ok=True)
+            return start_totd_faith(sub, nsd.endpoint, server_cpu, args.workers)
+        options, clauses = dns64_options(PREFIX, {ZONE: nsd.endpoint})
+        unbound = start_unbound(workdir / f"unbound-{round_}", options, clauses)
+        pin(unbound.daemon.pid, server_cpu)
+        return unbound.endpoint, unbound.daemon
+
     try:
+        names = [n for n in ("totd-faith", "unbound") if args.only in (None, n)]
         servers: list[tuple[str, Endpoint, int]] = []
-        if args.only in (None, "totd-faith"):
-            ours, daemon = start_totd_faith(workdir, nsd.endpoint, server_cpu, args.workers)
-            daemons.append(daemon)
-            servers.append(("totd-faith", ours, daemon.pid))
-        if args.only in (None, "unbound"):
-            options, clauses = dns64_options(PREFIX, {ZONE: nsd.endpoint})
-            unbound = start_unbound(workdir / "unbound", options, clauses)
-            pin(unbound.daemon.pid, server_cpu)
-            daemons.append(unbound.daemon)
-            servers.append(("unbound", unbound.endpoint, unbound.daemon.pid))
-        for name, endpoint, pid in servers:
-            # Cold first, while the cache is empty: every name exactly once.
-            spy = (
-                profile(pid, args.cold_limit, workdir / f"{name}-cold.pyspy")
-                if args.profile and name == "totd-faith"
-                else None
-            )
-            started = time.monotonic()
-            text = dnsperf(
-                endpoint,
-                cold_file,
-                seconds=args.cold_limit,
-                runs=1,
-                outstanding=args.outstanding,
-                cpu=client_cpu,
-                out=workdir / f"{name}-cold.txt",
-            )
-            if spy is not None:
-                spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
-                spy.wait()
-            results.append(parse_dnsperf(name, "cold", text))
-            print(f"{name} cold done in {time.monotonic() - started:.1f}s", file=sys.stderr)
-            warm(endpoint, hot_file, client_cpu, workdir, name)
+        for round_ in range(args.cold_rounds):
+            last = round_ == args.cold_rounds - 1
+            for name in names:
+                # Cold, on a server started just now: every name exactly once.
+                endpoint, daemon = start(name, round_)
+                daemons.append(daemon)
+                spy = (
+                    profile(daemon.pid, args.cold_limit, workdir / f"{name}-cold{round_}.pyspy")
+                    if args.profile and name == "totd-faith"
+                    else None
+                )
+                started = time.monotonic()
+                cpu_before = process_cpu(daemon.pid)
+                text = dnsperf(
+                    endpoint,
+                    cold_file,
+                    seconds=args.cold_limit,
+                    runs=1,
+                    outstanding=args.outstanding,
+                    cpu=client_cpu,
+                    out=workdir / f"{name}-cold{round_}.txt",
+                )
+                cpu_used = process_cpu(daemon.pid) - cpu_before
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+                    spy.wait()
+                result = parse_dnsperf(name, f"cold{round_}", text)
+                results.append(result)
+                cold_cpu.setdefault(name, []).append(cpu_used / max(result.completed, 1) * 1e6)
+                print(
+                    f"{name} cold round {round_} done in {time.monotonic() - started:.1f}s",
+                    file=sys.stderr,
+                )
+                if last:
+                    warm(endpoint, hot_file, client_cpu, workdir, name)
+                    servers.append((name, endpoint, daemon.pid))
+                else:
+                    daemon.stop()
+                    daemons.remove(daemon)
         # Hot: alternate the servers round by round, so that load from other
         # processes on a shared machine hits both alike; report the median round.
         for round_ in range(args.rounds):
@@ -328,6 +368,7 @@ def main() -> int:
                     if args.profile and name == "totd-faith"
                     else None
                 )
+                cpu_before = process_cpu(pid)
                 text = dnsperf(
                     endpoint,
                     hot_file,
@@ -337,9 +378,12 @@ def main() -> int:
                     cpu=client_cpu,
                     out=workdir / f"{name}-hot{round_}.txt",
                 )
+                cpu_used = process_cpu(pid) - cpu_before
                 if spy is not None:
                     spy.wait()
-                results.append(parse_dnsperf(name, f"hot{round_}", text))
+                result = parse_dnsperf(name, f"hot{round_}", text)
+                results.append(result)
+                hot_cpu.setdefault(name, []).append(cpu_used / max(result.completed, 1) * 1e6)
     finally:
         for daemon in reversed(daemons):
             daemon.stop()
@@ -364,10 +408,13 @@ def main() -> int:
         )
         if hot:
             summary[(name, "hot")] = hot[len(hot) // 2]
-        cold = [r for r in results if r.server == name and r.load == "cold"]
+        cold = sorted(
+            (r for r in results if r.server == name and r.load.startswith("cold")),
+            key=lambda r: r.qps,
+        )
         if cold:
-            summary[(name, "cold")] = cold[0]
-    print("\nsummary (hot: median round)\n")
+            summary[(name, "cold")] = cold[len(cold) // 2]
+    print("\nsummary (median round of each load)\n")
     print(
         "| load | totd-faith qps | unbound qps | ratio "
         "| totd-faith p50/p99 ms | unbound p50/p99 ms |"
@@ -381,6 +428,12 @@ def main() -> int:
                 f"{ours_r.qps / theirs.qps:.2f}x | {ours_r.p50_ms:.3f} / {ours_r.p99_ms:.3f} | "
                 f"{theirs.p50_ms:.3f} / {theirs.p99_ms:.3f} |"
             )
+    for load, table in (("cold", cold_cpu), ("hot", hot_cpu)):
+        if table:
+            print(f"\nserver CPU per {load} query (us), per round (median):\n")
+            for name, values in table.items():
+                listed = ", ".join(f"{v:.1f}" for v in values)
+                print(f"- {name}: {listed} ({statistics.median(values):.1f})")
     return 0
 
 
