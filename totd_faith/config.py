@@ -390,6 +390,13 @@ class DnsConfig:
     cache_size: int = setting(
         100_000, "Most answers kept in the cache (0 disables it).", p_int(0), unit="entries"
     )
+    cache_memory: int = setting(
+        64,
+        "Most memory the cached answers may take (with cache_size, whichever is reached "
+        "first; large answers would otherwise let a few queries fill the memory).",
+        p_int(1),
+        unit="MiB",
+    )
     cache_max_ttl: int = setting(
         86_400, "Longest time an answer is cached.", p_int(0, 2**31 - 1), unit="seconds"
     )

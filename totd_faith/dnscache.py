@@ -111,13 +111,33 @@ class _Entry:
         self.fresh_until = now + 1
 
 
-class DnsCache:
-    """Responses by key, evicting the least recently used beyond ``size`` entries."""
+#: Bytes counted per entry beyond its wire bytes (key, entry object, offsets),
+#: and each entry's wire is counted twice (the stored template and the aged copy).
+ENTRY_OVERHEAD = 400
 
-    def __init__(self, size: int, max_ttl: int = 86_400, max_negative_ttl: int = 3_600) -> None:
+
+def entry_cost(wire: bytes) -> int:
+    """The memory an entry for ``wire`` is counted as taking."""
+    return 2 * len(wire) + ENTRY_OVERHEAD
+
+
+class DnsCache:
+    """Responses by key, evicting the least recently used beyond ``size`` entries
+    or ``max_bytes`` of memory (see :func:`entry_cost`), whichever comes first."""
+
+    def __init__(
+        self,
+        size: int,
+        max_ttl: int = 86_400,
+        max_negative_ttl: int = 3_600,
+        max_bytes: int = 64 << 20,
+    ) -> None:
         self.size = size
         self.max_ttl = max_ttl
         self.max_negative_ttl = max_negative_ttl
+        self.max_bytes = max_bytes
+        #: What the entries are counted as taking now (at most max_bytes).
+        self.bytes = 0
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
 
     def __len__(self) -> int:
@@ -125,6 +145,7 @@ class DnsCache:
 
     def clear(self) -> None:
         self._entries.clear()
+        self.bytes = 0
 
     def get(self, key: Hashable, now: float) -> bytes | None:
         """The cached response with TTLs reduced by its age, or None.
@@ -145,6 +166,7 @@ class DnsCache:
             return entry.wire, entry.fresh_until
         if now >= entry.expires:
             del self._entries[key]
+            self.bytes -= entry_cost(entry.template)
             return None
         age = int(now - entry.stored)
         if age != entry.age:
@@ -197,8 +219,15 @@ class DnsCache:
         return ttl
 
     def _store(self, key: Hashable, entry: _Entry) -> None:
+        cost = entry_cost(entry.template)
+        if cost > self.max_bytes:
+            return
         entries = self._entries
+        old = entries.get(key)
+        if old is not None:
+            self.bytes -= entry_cost(old.template)
         entries[key] = entry
         entries.move_to_end(key)
-        if len(entries) > self.size:
-            entries.popitem(last=False)
+        self.bytes += cost
+        while len(entries) > self.size or self.bytes > self.max_bytes:
+            self.bytes -= entry_cost(entries.popitem(last=False)[1].template)

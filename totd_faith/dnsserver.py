@@ -156,7 +156,10 @@ class DnsService:
         self.clock = clock
         self.stats = DnsStats()
         self.cache = DnsCache(
-            config.dns.cache_size, config.dns.cache_max_ttl, config.dns.cache_max_negative_ttl
+            config.dns.cache_size,
+            config.dns.cache_max_ttl,
+            config.dns.cache_max_negative_ttl,
+            config.dns.cache_memory << 20,
         )
         self.memo: dict[str, int] = {}
         self.reader = MessageReader()
@@ -234,20 +237,33 @@ class DnsService:
             self.addresses.append(("tcp", tcp.getsockname()))
         self._log_settings()
 
-    def _log_settings(self) -> None:
+    def _log_settings(self, what: str = "listening on") -> None:
         config = self.config
+        dns64 = config.dns64
         assert self.upstreams is not None
+
+        def words(items: Sequence[object]) -> str:
+            return " ".join(str(item) for item in items) or "none"
+
         log.info(
-            "dns: listening on %s (udp+tcp); upstreams %s; prefixes %s; allow %s; "
-            "cache %d entries (ttl <= %d s, negative <= %d s); hosts files %s",
-            " ".join(str(e) for e in config.dns.listen),
-            " ".join(str(e) for e in self.upstreams.endpoints),
-            " ".join(str(p) for p in config.prefixes),
+            "dns: %s %s (udp+tcp); upstreams %s; prefixes %s; allow %s; dns64 for %s, "
+            "mapped %s, exclude %s, never %s, always %s; "
+            "cache %d entries or %d MiB (ttl <= %d s, negative <= %d s); hosts files %s",
+            what,
+            words(config.dns.listen),
+            words(self.upstreams.endpoints),
+            words(config.prefixes),
             config.dns.allow,
+            dns64.clients,
+            words(dns64.mapped),
+            words(dns64.exclude),
+            words(dns64.never_synthesize),
+            words(dns64.always_synthesize),
             config.dns.cache_size,
+            config.dns.cache_memory,
             config.dns.cache_max_ttl,
             config.dns.cache_max_negative_ttl,
-            " ".join(config.dns.hosts_files) or "none",
+            words(config.dns.hosts_files),
         )
 
     async def reload(self, config: Config) -> None:
@@ -267,11 +283,14 @@ class DnsService:
         self.memo.clear()
         self.replays.clear()
         self.cache = DnsCache(
-            config.dns.cache_size, config.dns.cache_max_ttl, config.dns.cache_max_negative_ttl
+            config.dns.cache_size,
+            config.dns.cache_max_ttl,
+            config.dns.cache_max_negative_ttl,
+            config.dns.cache_memory << 20,
         )
         if old is not None:
             old.close()
-        self._log_settings()
+        self._log_settings("reloaded; still listening on")
 
     async def stop(self, drain_timeout: float) -> None:
         loop = asyncio.get_running_loop()

@@ -7,7 +7,7 @@ import dns.message
 import dns.rcode
 import dns.rrset
 
-from totd_faith.dnscache import DnsCache
+from totd_faith.dnscache import DnsCache, entry_cost
 
 KEY = ("k", 0)
 
@@ -131,6 +131,38 @@ def test_size_bound_evicts_least_recently_used():
     assert len(cache) == 3
     assert cache.get(1, 1.0) is None
     assert all(cache.get(k, 1.0) is not None for k in (0, 2, 3))
+
+
+def test_memory_bound_evicts_least_recently_used_and_counts_exactly():
+    big = _response(
+        qtype="TXT",
+        answers=tuple(("www.example.", 300, "TXT", '"' + "x" * 200 + '"') for _ in range(4)),
+    )
+    small = _response()
+    # Room for two big answers, not three: large answers cannot fill the memory.
+    cache = DnsCache(1000, max_bytes=2 * entry_cost(big) + entry_cost(small))
+    cache.put("a", big, 0.0)
+    cache.put("b", big, 0.0)
+    cache.put("s", small, 0.0)
+    assert cache.bytes == 2 * entry_cost(big) + entry_cost(small)
+    assert cache.get("a", 0.5) is not None  # "b" is now the least recently used
+    cache.put("c", big, 1.0)
+    assert cache.get("b", 1.0) is None
+    assert all(cache.get(k, 1.0) is not None for k in ("a", "c"))
+    assert cache.bytes <= cache.max_bytes
+    # Replacing an entry and expiring one keep the count exact.
+    cache.put("a", small, 2.0)
+    assert cache.bytes == 2 * entry_cost(small) + entry_cost(big)  # a (now small), s, c
+    assert cache.get("a", 10_000.0) is None  # expired: removed on access
+    cache.clear()
+    assert cache.bytes == 0 and len(cache) == 0
+
+
+def test_an_answer_larger_than_the_memory_bound_is_not_cached():
+    big = _response(qtype="TXT", answers=(("www.example.", 300, "TXT", '"' + "x" * 200 + '"'),))
+    cache = DnsCache(10, max_bytes=entry_cost(big) - 1)
+    cache.put("a", big, 0.0)
+    assert cache.get("a", 0.0) is None and cache.bytes == 0
 
 
 def test_size_zero_disables_the_cache():
