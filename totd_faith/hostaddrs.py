@@ -11,11 +11,10 @@ namespace), with ``ip -6 addr`` as the fallback where /proc is not mounted.
 from __future__ import annotations
 
 import ipaddress
-import subprocess
 from pathlib import Path
 
 from totd_faith.endpoints import IPAddress
-from totd_faith.relay.ownaddrs import own_ipv4_addresses
+from totd_faith.relay.ownaddrs import own_ipv4_addresses, proc_or_ip
 
 IF_INET6 = Path("/proc/net/if_inet6")
 
@@ -48,17 +47,7 @@ def parse_ip6_addr(text: str) -> frozenset[ipaddress.IPv6Address]:
 
 def own_ipv6_addresses() -> frozenset[ipaddress.IPv6Address]:
     """This host's IPv6 addresses (current network namespace); empty if unknown."""
-    try:
-        return parse_if_inet6(IF_INET6.read_text())
-    except OSError:
-        pass
-    try:
-        out = subprocess.run(
-            ["ip", "-6", "-o", "addr", "show"], capture_output=True, text=True, timeout=5
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return frozenset()
-    return parse_ip6_addr(out)
+    return proc_or_ip(IF_INET6, parse_if_inet6, "-6", parse_ip6_addr)
 
 
 def own_addresses() -> frozenset[IPAddress]:

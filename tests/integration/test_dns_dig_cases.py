@@ -30,10 +30,9 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
+from tests.integration.conftest import DnsProcess
 from tests.support.cli import assert_one_line_error, run_cli, totd_faith_argv
-from tests.support.dnsprobe import any_response, wait_dns
 from tests.support.ports import free_port
-from tests.support.process import Daemon
 from tests.support.unbound import dns64_options
 from totd_faith.endpoints import Endpoint, parse_endpoint
 
@@ -188,28 +187,13 @@ def upstream(nsd: Callable[[dict[str, str]], Endpoint]) -> Endpoint:
 
 
 @pytest.fixture
-def proxy(tmp_path: Path) -> Iterator[Proxy]:
+def proxy(dns_process: DnsProcess) -> Proxy:
     """Factory: ``totd-faith dns`` with ``args`` (and a config text), ready to answer."""
-    daemons: list[Daemon] = []
 
     def start(*args: str, config: str | None = None) -> Endpoint:
-        port = free_port()
-        argv = [*totd_faith_argv(), "dns", "--listen", f"127.0.0.1:{port}"]
-        if config is not None:
-            path = tmp_path / f"dig-cases{len(daemons)}.toml"
-            path.write_text(config)
-            argv += ["-c", str(path)]
-        workdir = tmp_path / f"dns{len(daemons)}"
-        workdir.mkdir()
-        daemon = Daemon("totd-faith-dns", [*argv, *args], workdir)
-        daemons.append(daemon)
-        endpoint = parse_endpoint(f"127.0.0.1:{port}")
-        wait_dns(endpoint, "ipv4only.arpa.", "A", check=any_response, daemon=daemon)
-        return endpoint
+        return dns_process(*args, config=config)[0]
 
-    yield start
-    for daemon in daemons:
-        daemon.stop()
+    return start
 
 
 class ScriptedUpstream:

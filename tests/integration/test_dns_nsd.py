@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import dns.flags
@@ -20,6 +20,7 @@ import dns.rdatatype
 import dns.reversename
 import pytest
 
+from tests.integration.conftest import DnsProcess
 from tests.support.dnsprobe import any_response, wait_dns
 from tests.support.ports import free_port
 from tests.support.process import Daemon
@@ -41,28 +42,9 @@ def upstream(nsd: Callable[[dict[str, str]], Endpoint]) -> Endpoint:
 
 
 @pytest.fixture
-def proxy(tmp_path: Path) -> Iterator[Proxy]:
+def proxy(dns_process: DnsProcess) -> Proxy:
     """Factory: start ``totd-faith dns`` with ``args`` and wait until it answers."""
-    daemons: list[Daemon] = []
-
-    def start(*args: str, config: str | None = None) -> tuple[Endpoint, Daemon]:
-        port = free_port()
-        argv = [sys.executable, "-m", "totd_faith", "dns", "--listen", f"127.0.0.1:{port}"]
-        if config is not None:
-            path = tmp_path / f"totd-faith{len(daemons)}.toml"
-            path.write_text(config)
-            argv += ["-c", str(path)]
-        workdir = tmp_path / f"dns{len(daemons)}"
-        workdir.mkdir()
-        daemon = Daemon("totd-faith-dns", [*argv, *args], workdir)
-        daemons.append(daemon)
-        endpoint = parse_endpoint(f"127.0.0.1:{port}")
-        wait_dns(endpoint, "ipv4only.arpa.", "A", check=any_response, daemon=daemon)
-        return endpoint, daemon
-
-    yield start
-    for daemon in daemons:
-        daemon.stop()
+    return dns_process
 
 
 def ask(

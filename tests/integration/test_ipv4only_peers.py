@@ -16,9 +16,7 @@ with DO+CD), these tests only check that we follow the RFC.
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import dns.flags
 import dns.message
@@ -28,9 +26,8 @@ import dns.rdatatype
 import dns.reversename
 import pytest
 
-from tests.support.dnsprobe import any_response, wait_dns
+from tests.integration.conftest import DnsProcess
 from tests.support.ports import free_port
-from tests.support.process import Daemon
 from tests.support.unbound import dns64_options
 from totd_faith.endpoints import Endpoint, parse_endpoint
 
@@ -47,26 +44,13 @@ Start = Callable[[Endpoint], Endpoint]
 
 
 @pytest.fixture
-def totd(tmp_path: Path) -> Iterator[Start]:
+def totd(dns_process: DnsProcess) -> Start:
     """Factory: ``totd-faith dns`` for PREFIX with ``upstream``, started and answering."""
-    daemons: list[Daemon] = []
 
     def start(upstream: Endpoint) -> Endpoint:
-        port = free_port()
-        argv = [sys.executable, "-m", "totd_faith", "dns", "--listen", f"127.0.0.1:{port}"]
-        argv += ["--upstream", str(upstream), "--prefix", PREFIX]
-        workdir = tmp_path / f"dns{len(daemons)}"
-        workdir.mkdir()
-        daemon = Daemon("totd-faith-dns", argv, workdir)
-        daemons.append(daemon)
-        endpoint = parse_endpoint(f"127.0.0.1:{port}")
-        # Readiness: the local A answer, which needs no upstream.
-        wait_dns(endpoint, "ipv4only.arpa.", "A", check=any_response, daemon=daemon)
-        return endpoint
+        return dns_process("--upstream", str(upstream), "--prefix", PREFIX)[0]
 
-    yield start
-    for daemon in daemons:
-        daemon.stop()
+    return start
 
 
 def ask(

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+_A = TypeVar("_A", ipaddress.IPv4Address, ipaddress.IPv6Address)
 
 FIB_TRIE = Path("/proc/net/fib_trie")
 
@@ -49,14 +53,25 @@ def parse_ip_addr(text: str) -> frozenset[ipaddress.IPv4Address]:
 
 def own_ipv4_addresses() -> frozenset[ipaddress.IPv4Address]:
     """This host's IPv4 addresses (current network namespace); empty if unknown."""
+    return proc_or_ip(FIB_TRIE, parse_fib_trie, "-4", parse_ip_addr)
+
+
+def proc_or_ip(
+    path: Path,
+    parse: Callable[[str], frozenset[_A]],
+    family: str,
+    parse_ip: Callable[[str], frozenset[_A]],
+) -> frozenset[_A]:
+    """``parse`` of the /proc file ``path``, or where /proc is not mounted ``parse_ip``
+    of ``ip FAMILY -o addr show``; empty if neither can be read."""
     try:
-        return parse_fib_trie(FIB_TRIE.read_text())
+        return parse(path.read_text())
     except OSError:
         pass
     try:
         out = subprocess.run(
-            ["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, timeout=5
+            ["ip", family, "-o", "addr", "show"], capture_output=True, text=True, timeout=5
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return frozenset()
-    return parse_ip_addr(out)
+    return parse_ip(out)
