@@ -243,7 +243,8 @@ class _UdpChannel:
                 continue
             del pending[qid]
             ask.channel = None
-            self.release()
+            if self.retired:
+                self.release()
             pool.answered(ask, data[3] & 0x0F, result)
 
     def error(self, exc: OSError) -> None:
@@ -453,7 +454,8 @@ class UpstreamPool:
 
     def answered(self, ask: _Ask, rcode: int, result: Any) -> None:
         upstream = ask.order[ask.attempt]
-        self._succeeded(upstream)
+        if upstream.failures or upstream.down_until:
+            self._succeeded(upstream)
         if rcode in _SERVER_ERRORS:
             ask.fallback = result
             self._next(ask)
