@@ -64,11 +64,14 @@ NEED_A: Final = b""
 
 _HEADER = struct.Struct("!HBBHHHH")
 _RR = struct.Struct("!HHIH")
+#: A response header from the client's ID bytes (see FastDns64._head).
+_HEAD_OUT = struct.Struct("!2sBBHHHH")
 #: dns.name.MAX_COMPRESSION_POINTER_CHAIN
 _MAX_POINTERS = 16
 #: RFC 2181 section 8: larger TTLs are read as 0 (as dnspython does).
 _TTL_MAX = 0x7FFFFFFF
 _U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
 _OPT_TO_CLIENT = b"\x00\x00\x29" + _U16.pack(SERVER_PAYLOAD) + b"\x00\x00\x00\x00\x00\x00"
 _ALLOWED_TYPES = frozenset((TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA, TYPE_AAAA))
 
@@ -109,9 +112,10 @@ class _Unusual(Exception):
 
 
 #: One resource record: (section 1-3, owner wire name as sent, type, ttl,
-#: rdata start, rdata end, rdata parts).  Rdata parts are the uncompressed
-#: names of NS/CNAME/SOA rdata (SOA: mname, rname, then the 20 fixed bytes).
-_Record = tuple[int, bytes, int, int, int, int, tuple[bytes, ...]]
+#: rdata start, rdata end, rdata parts, record start).  Rdata parts are the
+#: uncompressed names of NS/CNAME/SOA rdata (SOA: mname, rname, then the 20
+#: fixed bytes).
+_Record = tuple[int, bytes, int, int, int, int, tuple[bytes, ...], int]
 
 
 #: Names read from one reply, by offset: (uncompressed wire name, offset just
@@ -119,8 +123,9 @@ _Record = tuple[int, bytes, int, int, int, int, tuple[bytes, ...]]
 _Names = dict[int, tuple[bytes, int, int]]
 
 
-def _name(data: bytes, offset: int, memo: _Names) -> tuple[bytes, int]:
-    """(uncompressed wire name, offset just past it), as dnspython reads it.
+def _name(data: bytes, offset: int, memo: _Names) -> tuple[bytes, int, int]:
+    """(uncompressed wire name, offset just past it, pointers followed), as
+    dnspython reads it.
 
     dnspython (dns.name.from_wire_parser) demands that every pointer go
     strictly backwards from the previous one and that a pointer's target lie
@@ -131,7 +136,7 @@ def _name(data: bytes, offset: int, memo: _Names) -> tuple[bytes, int]:
     """
     found = memo.get(offset)
     if found is not None:
-        return found[0], found[1]
+        return found
     start = offset
     size = len(data)
     while True:
@@ -152,29 +157,39 @@ def _name(data: bytes, offset: int, memo: _Names) -> tuple[bytes, int]:
                 raise _Unusual
             suffix = memo.get(target)
             if suffix is None:
-                _name(data, target, memo)
-                suffix = memo[target]
+                suffix = _name(data, target, memo)
             if suffix[1] > start:
                 raise _Unusual  # the target overlaps the name that points to it
             hops = suffix[2] + 1
             if hops > _MAX_POINTERS:
                 raise _Unusual
-            name = data[start:offset] + suffix[0]
+            name = data[start:offset] + suffix[0] if offset > start else suffix[0]
             break
         if length > 63:
             raise _Unusual
         offset += length + 1
     if len(name) > 255:  # RFC 1035 section 2.3.4
         raise _Unusual
-    memo[start] = (name, end, hops)
-    return name, end
+    found = memo[start] = (name, end, hops)
+    return found
 
 
 class Reply:
     """An upstream reply, walked: rcode, flags, question end, records, OPT position.
     Raises _Unusual for anything the fast path does not handle (see :meth:`FastDns64.parse`)."""
 
-    __slots__ = ("data", "rcode", "byte3", "question_end", "records", "opt_start")
+    __slots__ = (
+        "data",
+        "rcode",
+        "byte3",
+        "question_end",
+        "records",
+        "opt_start",
+        "answer_end",
+        "counts",
+        "names",
+        "big_ttl",
+    )
 
     def __init__(self, data: bytes) -> None:
         size = len(data)
@@ -188,77 +203,88 @@ class Reply:
         self.data = data
         self.byte3 = byte3
         self.rcode = byte3 & 0x0F
+        self.counts: tuple[int, int, int] = (ancount, nscount, arcount)
         names: _Names = {}
+        #: Every name read, by offset (see _name): the splice checks its pointers here.
+        self.names = names
         offset = _name(data, HEADER_SIZE, names)[1] + 4
         self.question_end = offset
-        self.opt_start = -1
+        self.answer_end = offset
+        opt_start = -1
+        big_ttl = False
         records: list[_Record] = []
-        for section, count in ((1, ancount), (2, nscount), (3, arcount)):
-            for _ in range(count):
-                if self.opt_start >= 0:
-                    raise _Unusual  # anything after the OPT: not the plain shape
-                start = offset
-                owner, offset = _name(data, offset, names)
-                if offset + 10 > size:
+        append = records.append
+        section = 1
+        # Sections by record index: answer, then authority, then additional.
+        ns_from = ancount
+        ar_from = ancount + nscount
+        for index in range(ar_from + arcount):
+            if index == ns_from:
+                self.answer_end = offset
+                section = 2
+            if index == ar_from:
+                if section == 1:
+                    self.answer_end = offset
+                section = 3
+            if opt_start >= 0:
+                raise _Unusual  # anything after the OPT: not the plain shape
+            start = offset
+            owner, offset, _ = _name(data, offset, names)
+            # struct.error past the end: the callers' malformed case.
+            rtype, rclass, ttl, rdlength = _RR.unpack_from(data, offset)
+            rdata_start = offset + 10
+            offset = rdata_start + rdlength
+            if offset > size:
+                raise _Unusual
+            if rtype == TYPE_A:
+                if rdlength != 4 or rclass != 1:
                     raise _Unusual
-                rtype, rclass, ttl, rdlength = _RR.unpack_from(data, offset)
-                rdata_start = offset + 10
-                rdata_end = rdata_start + rdlength
-                if rdata_end > size:
+                parts: tuple[bytes, ...] = ()
+            elif rtype == TYPE_OPT:
+                # RFC 6891 section 6.1.1: one OPT, root owner, additional
+                # section.  Options (EDE above all, RFC 8914) and extended
+                # RCODE bits are the core's business.
+                if section != 3 or owner != b"\x00" or rdlength or ttl >> 24:
                     raise _Unusual
-                offset = rdata_end
-                if rtype == TYPE_OPT:
-                    # RFC 6891 section 6.1.1: one OPT, root owner, additional
-                    # section.  Options (EDE above all, RFC 8914) and extended
-                    # RCODE bits are the core's business.
-                    if section != 3 or owner != b"\x00" or rdlength or ttl >> 24:
-                        raise _Unusual
-                    self.opt_start = start
-                    continue
-                if rclass != 1 or rtype not in _ALLOWED_TYPES:
-                    raise _Unusual
-                if ttl > _TTL_MAX:
-                    ttl = 0
-                records.append(
-                    (
-                        section,
-                        owner,
-                        rtype,
-                        ttl,
-                        rdata_start,
-                        rdata_end,
-                        _rdata_parts(data, rtype, rdata_start, rdata_end, names),
-                    )
-                )
+                opt_start = start
+                continue
+            elif rclass != 1 or rtype not in _ALLOWED_TYPES:
+                raise _Unusual
+            else:
+                parts = _rdata_parts(data, rtype, rdata_start, offset, names)
+            if ttl > _TTL_MAX:
+                ttl = 0
+                big_ttl = True
+            append((section, owner, rtype, ttl, rdata_start, offset, parts, start))
+        if section == 1:
+            self.answer_end = offset
         if offset != size:
             raise _Unusual  # trailing junk: dnspython refuses it
         self.records = records
+        self.opt_start = opt_start
+        self.big_ttl = big_ttl
 
     def body_end(self) -> int:
         """Where the records to relay end (the OPT, which is last, is not relayed)."""
         return self.opt_start if self.opt_start >= 0 else len(self.data)
 
     def additional_count(self) -> int:
-        return sum(1 for r in self.records if r[0] == 3)
+        return self.counts[2] - (1 if self.opt_start >= 0 else 0)
 
 
 def _rdata_parts(data: bytes, rtype: int, start: int, end: int, names: _Names) -> tuple[bytes, ...]:
     """Check the rdata as dnspython would and return its names (see _Record)."""
-    if rtype == TYPE_A:
-        if end - start != 4:
-            raise _Unusual
-        return ()
     if rtype == TYPE_AAAA:
         if end - start != 16:
             raise _Unusual
         return ()
     if rtype == TYPE_SOA:
-        mname, offset = _name(data, start, names)
-        rname, offset = _name(data, offset, names)
+        mname, offset, _ = _name(data, start, names)
+        rname, offset, _ = _name(data, offset, names)
         if offset + 20 != end:
             raise _Unusual
         return (mname, rname, data[offset:end])
-    target, offset = _name(data, start, names)  # NS, CNAME
+    target, offset, _ = _name(data, start, names)  # NS, CNAME
     if offset != end:
         raise _Unusual
     return (target,)
@@ -346,6 +372,8 @@ class FastDns64:
 
     def __init__(self, config: Config, hosts: Sequence[HostEntry] = ()) -> None:
         self.synth = Synthesizer(config.prefixes, config.dns64.mapped, config.dns64.exclude)
+        #: The prefix when there is just one (the common case, see after_a).
+        self.only_prefix = config.prefixes[0] if len(config.prefixes) == 1 else None
         self.payload = config.dns.udp_payload_size
         # Lowercased wire names; dnspython compares names ASCII-case-insensitively.
         self.listed = frozenset(
@@ -451,25 +479,36 @@ class FastDns64:
         try:
             if a.rcode != 0:
                 return FALLBACK  # RFC 6147 section 5.1.6, the core's rules
-            records = a.records
-            final = _follow_chain(records, head[0][:-4])
-            basis: list[_Record] = []
-            for record in records:
-                if record[0] == 1 and record[2] == TYPE_A and record[1].lower() == final:
-                    basis.append(record)
-            v6: list[int] = []
-            if basis:
+            answers = a.records[: a.counts[0]]
+            final = _follow_chain(answers, head[0][:-4])
+            basis = [r for r in answers if r[2] == TYPE_A and r[1].lower() == final]
+            if not basis:
+                # RFC 6147 section 5.4: nothing to synthesize, the AAAA reply.
+                return self._relay(data, head, aaaa)
+            only = self.only_prefix
+            if len(basis) == 1 and only is not None:
+                # The common case without the lists: one address, one prefix
+                # (Synthesizer.embed_all's rules for it, in embeddable).
+                first = basis[0]
+                v4 = int.from_bytes(a_reply[first[4] : first[5]])
+                if not self.synth.embeddable(v4, only):
+                    return self._relay(data, head, aaaa)
+                v6 = [only.embed_int(v4).to_bytes(16)]
+                ttl = first[3]
+            else:
                 addresses = dict.fromkeys(
                     int.from_bytes(a_reply[r[4] : r[5]]) for r in basis
                 )  # dnspython's rdataset drops duplicates
-                v6 = list(dict.fromkeys(self.synth.embed_all(list(addresses))))
-            if not v6:
-                # RFC 6147 section 5.4: nothing to synthesize, the AAAA reply.
-                return self._relay(data, head, aaaa)
+                v6 = [v.to_bytes(16) for v in dict.fromkeys(self.synth.embed_all(list(addresses)))]
+                if not v6:
+                    return self._relay(data, head, aaaa)
+                ttl = min(r[3] for r in basis)
             # RFC 6147 section 5.1.7: TTL = min(A TTL, SOA TTL/MINIMUM of the
             # negative AAAA answer), 600 s without an SOA (synthesis.negative_ttl).
-            ttl = min(r[3] for r in basis)
-            return self._synthesized(data, head, a, basis, v6, min(ttl, _negative_ttl(aaaa)))
+            ttl = min(ttl, _negative_ttl(aaaa))
+            return self._spliced(data, head, a, basis, v6, ttl) or self._written(
+                data, head, a, basis, v6, ttl
+            )
         except (_Unusual, IndexError, ValueError, struct.error):
             return FALLBACK
 
@@ -522,13 +561,142 @@ class FastDns64:
             _soa_minimum(reply),
         )
 
-    def _synthesized(
+    def _spliced(
         self,
         data: bytes,
         head: QueryHead,
         a: Reply,
         basis: list[_Record],
-        v6: list[int],
+        v6: list[bytes],
+        ttl: int,
+    ) -> FastAnswer | None:
+        """:meth:`_written`'s answer made by splicing the A reply's bytes, or None
+        when the reply's layout is not the plain one handled here.
+
+        The A reply's question has the length of the client's (the upstream
+        module checks it echoes ours), so the answer records before the first A
+        record stay where they are, verbatim.  There the A records give way to
+        the synthetic AAAA records (RFC 6147 section 5.1.6: the other A records
+        are dropped), and the authority and additional sections follow
+        verbatim, moved by the difference in size: every compression pointer
+        there that points past the answer section moves with them.  Left to the
+        writer: pointers into the dropped A records, answer records after an A
+        record, names that read bytes which change (the question's type, which
+        becomes AAAA; the OPT) and TTLs read as zero (RFC 2181 section 8).
+        """
+        reply = a.data
+        question_end = head[1]
+        if a.question_end != question_end:
+            return None
+        records = a.records
+        answer_count = a.counts[0]
+        kept = 0
+        for record in records:
+            if record[2] == TYPE_A:
+                break
+            kept += 1
+        changed = records[kept][7]  # the first A record (basis has one)
+        for record in records[kept + 1 : answer_count]:
+            if record[2] != TYPE_A:
+                return None
+        answer_end = a.answer_end
+        body_end = a.body_end()
+        first = basis[0]
+        size = first[4] - 10 - first[7]
+        # The AAAA records take the first basis record's owner as it was sent;
+        # the later ones point at the first (as dnspython compresses), unless
+        # it is a bare pointer already.
+        later = _U16.pack(0xC000 | changed) if size > 2 and changed < 0x4000 else None
+        shift = len(v6) * 26 + size + (len(v6) - 1) * (size if later is None else 2)
+        shift -= answer_end - changed
+        # Every name the reply's records read, by where it starts (Reply.names):
+        # those that stay must read the same bytes after the splice.
+        moves: dict[int, int] = {}
+        for start, (_, end, hops) in a.names.items():
+            if start < changed:
+                if end > changed or (start < question_end and end > question_end - 4):
+                    return None
+            elif start >= answer_end:
+                if end > body_end:
+                    if start >= body_end:
+                        continue  # the OPT's owner: nothing points after it
+                    return None
+                if hops:
+                    target = ((reply[end - 2] & 0x3F) << 8) | reply[end - 1]
+                    if target >= answer_end:
+                        moves[end - 2 - answer_end] = target + shift
+                    elif target >= changed:
+                        return None  # into the A records that go
+            elif start == first[7] and hops:
+                if ((reply[end - 2] & 0x3F) << 8) | reply[end - 1] >= changed:
+                    return None
+        body: bytes | bytearray = reply[answer_end:body_end]
+        if moves and shift:
+            body = bytearray(body)
+            for at, target in moves.items():
+                if target >= 0x4000:
+                    return None
+                _U16.pack_into(body, at, 0xC000 | target)
+        count = len(v6)
+        owner = reply[first[7] : first[4] - 10]
+        fixed = _RR.pack(TYPE_AAAA, 1, ttl, 16)
+        answers = [owner, fixed, v6[0]]
+        ttl_offsets: list[int] = []
+        ttls: list[int] = []
+        for record in records[:kept]:
+            ttl_offsets.append(record[4] - 6)
+            ttls.append(record[3])
+        offset = changed + size + 4
+        ttl_offsets.append(offset)
+        ttls.append(ttl)
+        if count > 1:
+            step = 26 + (size if later is None else 2)
+            for rdata in v6[1:]:
+                answers += (later or owner, fixed, rdata)
+                offset += step
+                ttl_offsets.append(offset)
+                ttls.append(ttl)
+        moved = shift - 6
+        for record in records[answer_count:]:
+            ttl_offsets.append(record[4] + moved)
+            ttls.append(record[3])
+        counts = a.counts
+        edns = head[2] & KEY_EDNS
+        wire = b"".join(
+            (
+                _HEAD_OUT.pack(
+                    data[:2],
+                    _B2_QR | (data[2] & _B2_RD),
+                    _B3_RA | (data[3] & _B3_CD),  # NOERROR, no AD (RFC 6147 section 5.5)
+                    1,
+                    kept + count,
+                    counts[1],
+                    counts[2] + (edns > 0) - (a.opt_start >= 0),
+                ),
+                data[HEADER_SIZE:question_end],
+                reply[question_end:changed],
+                *answers,
+                body,
+                _OPT_TO_CLIENT if edns else b"",
+            )
+        )
+        if a.big_ttl:
+            # RFC 2181 section 8: TTLs above 2**31 - 1 are read as zero; written so.
+            buffer = bytearray(wire)
+            for at, value in zip(ttl_offsets, ttls, strict=True):
+                _U32.pack_into(buffer, at, value)
+            wire = bytes(buffer)
+        if len(wire) > 65_535:
+            return None
+        return FastAnswer(wire, True, tuple(ttl_offsets), tuple(ttls), False, -1)
+
+    def _written(
+        self,
+        data: bytes,
+        head: QueryHead,
+        a: Reply,
+        basis: list[_Record],
+        v6: list[bytes],
         ttl: int,
     ) -> FastAnswer:
         """RFC 6147 section 5.4: the client's question, the A reply's answer with the
@@ -553,7 +721,7 @@ class FastDns64:
             if record[0] == 1 and rtype == TYPE_A:
                 if record is first:
                     for value in v6:
-                        writer.record(first[1], TYPE_AAAA, ttl, value.to_bytes(16), ())
+                        writer.record(first[1], TYPE_AAAA, ttl, value, ())
                 continue
             writer.record(record[1], rtype, record[3], a_data[record[4] : record[5]], record[6])
         if head[2] & KEY_EDNS:
@@ -587,12 +755,21 @@ def _negative_ttl(reply: Reply) -> int:
     """:func:`totd_faith.dns64.synthesis.negative_ttl` on bytes: min(SOA TTL, MINIMUM)
     of the first SOA RRset in the authority section (its records merged as
     dnspython merges them: TTL = the smallest), else 600 s."""
-    soas = [r for r in reply.records if r[0] == 2 and r[2] == TYPE_SOA]
-    if not soas:
+    soa: _Record | None = None
+    owner = b""
+    ttl = 0
+    for record in reply.records:
+        if record[0] == 2 and record[2] == TYPE_SOA:
+            if soa is None:
+                soa = record
+                ttl = record[3]
+            else:
+                if not owner:
+                    owner = soa[1].lower()
+                if record[1].lower() == owner:
+                    soa = record
+                    ttl = min(ttl, record[3])
+    if soa is None:
         return NO_SOA_TTL_CAP
-    owner = soas[0][1].lower()
-    same = [r for r in soas if r[1].lower() == owner]
-    ttl = min(r[3] for r in same)
     # SOA is a singleton type in dnspython too: the last record's data stays.
-    minimum = int.from_bytes(same[-1][6][2][16:20])
-    return min(ttl, minimum)
+    return min(ttl, int.from_bytes(soa[6][2][16:20]))

@@ -53,13 +53,38 @@ CONFIGS: list[dict[str, Any]] = [
 HOSTS = (
     HostEntry(ipaddress.IPv4Address("192.0.2.77"), dns.name.from_text("static.example."), "h", 1),
 )
-_built: dict[int, tuple[Config, Dns64, FastDns64]] = {}
+_built: dict[int, tuple[Config, Dns64, CheckedFast]] = {}
 
 
-def built(index: int) -> tuple[Config, Dns64, FastDns64]:
+class CheckedFast(FastDns64):
+    """The fast path, with every synthesized answer built both ways: the splice
+    (when it applies) must give what the writer gives.  ``last`` says which
+    way the last synthesized answer was built."""
+
+    last = ""
+
+    def _spliced(self, data: bytes, head: Any, a: Any, basis: Any, v6: Any, ttl: int) -> Any:
+        spliced = super()._spliced(data, head, a, basis, v6, ttl)
+        try:
+            written: FastAnswer | None = self._written(data, head, a, basis, v6, ttl)
+        except Exception:
+            written = None  # too big for the writer: the core answers
+        if spliced is None:
+            self.last = "written"
+            return None
+        self.last = "spliced"
+        assert written is not None
+        assert normal(dns.message.from_wire(spliced.wire)) == normal(
+            dns.message.from_wire(written.wire)
+        )
+        assert_cached_alike(spliced)
+        return spliced
+
+
+def built(index: int) -> tuple[Config, Dns64, CheckedFast]:
     if index not in _built:
         config = from_table(CONFIGS[index])
-        _built[index] = (config, Dns64(config, HOSTS), FastDns64(config, HOSTS))
+        _built[index] = (config, Dns64(config, HOSTS), CheckedFast(config, HOSTS))
     return _built[index]
 
 
@@ -141,19 +166,25 @@ def chain(draw: st.DrawFn, qname: dns.name.Name) -> tuple[list[dns.rrset.RRset],
 
 
 @st.composite
-def replies(draw: st.DrawFn, upstream_query: bytes, rdtype: str) -> bytes:
-    """An upstream reply to ``upstream_query`` (wire), asking ``rdtype``."""
+def replies(draw: st.DrawFn, upstream_query: bytes, rdtype: str, plain: bool = False) -> bytes:
+    """An upstream reply to ``upstream_query`` (wire), asking ``rdtype``; ``plain``:
+    NOERROR, and without AAAA records (the NODATA before synthesis)."""
     query = dns.message.from_wire(upstream_query)
     reply = dns.message.make_response(query)
     reply.id = 0  # the upstream module patches nothing: the shell compares by question
-    reply.set_rcode(
-        draw(st.sampled_from([dns.rcode.NOERROR] * 6 + [dns.rcode.NXDOMAIN, dns.rcode.SERVFAIL]))
-    )
+    rcodes = [dns.rcode.NOERROR] * 6 + [dns.rcode.NXDOMAIN, dns.rcode.SERVFAIL]
+    reply.set_rcode(dns.rcode.NOERROR if plain else draw(st.sampled_from(rcodes)))
     records, final = draw(chain(query.question[0].name))
-    owner = draw(st.sampled_from([final, final, dns.name.from_text("elsewhere.example.")]))
-    if draw(st.integers(0, 3)):
+    owner = draw(st.sampled_from([final] * 4 + [dns.name.from_text("elsewhere.example.")]))
+    # AAAA replies without AAAA records half the time, A replies mostly with
+    # A records: synthesis, the common cold miss.
+    if (rdtype == "A" or not plain) and draw(
+        st.integers(0, 7) if rdtype == "A" else st.integers(0, 1)
+    ):
         pool = V6 if rdtype == "AAAA" else V4
-        addresses = draw(st.lists(st.sampled_from(pool), min_size=0, max_size=3))
+        addresses = draw(
+            st.lists(st.sampled_from(pool), min_size=0 if rdtype == "AAAA" else 1, max_size=3)
+        )
         if addresses:
             rrset = dns.rrset.RRset(
                 draw(cased(owner.to_text())), 1, dns.rdatatype.from_text(rdtype)
@@ -161,6 +192,16 @@ def replies(draw: st.DrawFn, upstream_query: bytes, rdtype: str) -> bytes:
             for address in addresses:
                 rrset.add(dns.rdata.from_text("IN", rdtype, address), draw(TTLS))
             records.append(rrset)
+    if draw(st.integers(0, 4)) == 0:
+        # Records of another owner among the answers (dropped when A: section 5.1.6).
+        other = dns.rrset.RRset(draw(cased("other.example.")), 1, dns.rdatatype.from_text(rdtype))
+        other.add(
+            dns.rdata.from_text(
+                "IN", rdtype, draw(st.sampled_from(V6 if rdtype == "AAAA" else V4))
+            ),
+            draw(TTLS),
+        )
+        records.insert(draw(st.integers(0, len(records))), other)
     if draw(st.integers(0, 6)) == 0 and records:
         records.reverse()  # out of order chains
     reply.answer = records
@@ -174,6 +215,38 @@ def replies(draw: st.DrawFn, upstream_query: bytes, rdtype: str) -> bytes:
         reply.additional.append(
             dns.rrset.from_text("ns.example.", draw(TTLS), "IN", "A", "192.0.2.53")
         )
+    if draw(st.integers(0, 2)) == 0:
+        # NS and glue as NSD sends them, named after the answer's owner or the
+        # other A records (compressed against the answer's A records), its zone or
+        # the question (compressed against the question): the glue's owner points
+        # into the NS rdata.
+        base = draw(
+            st.sampled_from(
+                [
+                    owner,
+                    owner.parent(),
+                    query.question[0].name,
+                    dns.name.from_text("other.example."),
+                ]
+            )
+        )
+        server = dns.name.from_text(draw(st.sampled_from(["ns", "ns.sub"])), base)
+        reply.authority.append(
+            dns.rrset.from_text(
+                draw(cased(base.to_text())), draw(TTLS), "IN", "NS", server.to_text()
+            )
+        )
+        glue = draw(st.sampled_from([(), ("A",), ("A", "AAAA"), ("AAAA",)]))
+        for glue_type in glue:
+            reply.additional.append(
+                dns.rrset.from_text(
+                    server,
+                    draw(TTLS),
+                    "IN",
+                    glue_type,
+                    "192.0.2.53" if glue_type == "A" else "2001:db8::53",
+                )
+            )
     if draw(st.integers(0, 4)) == 0:
         reply.flags |= dns.flags.AD
     if draw(st.integers(0, 5)) == 0:
@@ -325,13 +398,21 @@ def test_fast_path_answers_exactly_like_the_core(data: st.DataObject) -> None:
         28: data.draw(replies_for(aaaa_query, "AAAA")),
         1: data.draw(replies_for(a_query, "A")),
     }
+    compare(fast, core, query, replies)
+
+
+def compare(fast: CheckedFast, core: Dns64, query: bytes, replies: dict[int, bytes]) -> None:
+    """The fast path's answer to ``query`` with upstream ``replies`` (by qtype), if
+    it gives one, equals the core's."""
+    head = scan_query(query)
+    assert head is not None
+    aaaa_query = fast.upstream_query(query, head, 28)
+    a_query = fast.upstream_query(query, head, 1)
     malformed = {qtype for qtype, wire in replies.items() if not parses(wire)}
     if malformed:
         # The shell would never hand dnspython-malformed bytes to the core; the
         # fast path must not build an answer from them either.
         event("malformed reply")
-        head = scan_query(query)
-        assert head is not None
         aaaa = fast.parse(replies[28])
         if 28 in malformed:
             assert aaaa is None
@@ -353,11 +434,39 @@ def test_fast_path_answers_exactly_like_the_core(data: st.DataObject) -> None:
         return
     event("fast answer")
     STATS["fast"] += 1
+    if answer.synthesized:
+        event(f"synthesized, {fast.last}")
+        STATS[fast.last] += 1
+        fast.last = ""
     got = answer.wire
     assert_cached_alike(answer)
     # Rendered like the shell renders it, then parsed, as a client would.
     expected_wire = expected.to_wire(max_size=65535)
     assert normal(dns.message.from_wire(got)) == normal(dns.message.from_wire(expected_wire))
+
+
+@settings(
+    max_examples=1500,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.data())
+def test_synthesized_answers_like_the_core(data: st.DataObject) -> None:
+    """The common cold miss (NODATA for AAAA, then A records) in all the A reply
+    shapes above: spliced or written, the answer is the core's."""
+    config, core, fast = built(data.draw(st.integers(0, len(CONFIGS) - 1)))
+    name = data.draw(cased(data.draw(st.sampled_from(NAMES[:2]))))
+    edns = data.draw(st.booleans())
+    query = dns.message.make_query(
+        name, "AAAA", use_edns=0 if edns else False, id=data.draw(st.integers(0, 0xFFFF))
+    ).to_wire()
+    head = scan_query(query)
+    assert head is not None and fast.eligible(query, head)
+    upstream = {
+        28: data.draw(replies(fast.upstream_query(query, head, 28), "AAAA", plain=True)),
+        1: data.draw(replies(fast.upstream_query(query, head, 1), "A", plain=True)),
+    }
+    compare(fast, core, query, upstream)
 
 
 def parses(wire: bytes) -> bool:
@@ -445,3 +554,131 @@ def test_not_eligible(name: str, rdtype: str, do: bool) -> None:
     head = scan_query(data)
     assert head is not None
     assert not fast.eligible(data, head)
+
+
+# -- the splice (FastDns64._spliced) and the shapes it leaves to the writer --------
+
+# NSD's replies for an A-only name, as received (bench.example, see tests/bench):
+# AAAA: NODATA with the zone's SOA; A: the A record, the zone's NS in authority
+# and its glue in additional, whose owner points into the NS rdata.
+NSD_AAAA = bytes.fromhex(
+    "07aa850000010000000100010263350562656e6368076578616d706c6500001c0001c00f0006000100"
+    "00012c0026026e73c00f0a686f73746d6173746572c00f0000000100000e1000000258000151800000"
+    "012c00002904d0000000000000"
+)
+NSD_A = bytes.fromhex(
+    "72c9850000010001000100020263350562656e6368076578616d706c650000010001c00c0001000100"
+    "000e100004c0000206c00f0002000100000e100005026e73c00fc03e0001000100000e100004c00002"
+    "3500002904d0000000000000"
+)
+
+
+def _answer_both_ways(
+    name: str, a_reply: bytes, aaaa_reply: bytes | None = None, edns: bool = True
+) -> tuple[str, dns.message.Message]:
+    """How the fast path built its synthesized answer ("spliced" or "written"),
+    after checking it against the core; and the answer."""
+    config, core, fast = built(0)
+    query = dns.message.make_query(name, "AAAA", use_edns=0 if edns else False, id=0x1234)
+    data = query.to_wire()
+    head = scan_query(data)
+    assert head is not None
+    if aaaa_reply is None:
+        nodata = dns.message.make_response(
+            dns.message.from_wire(fast.upstream_query(data, head, 28))
+        )
+        aaaa_reply = nodata.to_wire()
+    replies = {28: aaaa_reply, 1: a_reply}
+    fast.last = ""
+    answer = fast_result(fast, data, replies)
+    assert answer is not None and answer.synthesized
+    assert_cached_alike(answer)
+    expected, _ = core_answer(core, data, replies)
+    got = dns.message.from_wire(answer.wire)
+    assert normal(got) == normal(dns.message.from_wire(expected.to_wire(max_size=65535)))
+    return fast.last, got
+
+
+def _a_reply(name: str, build: Any) -> dns.message.Message:
+    _, _, fast = built(0)
+    data = dns.message.make_query(name, "AAAA").to_wire()
+    head = scan_query(data)
+    assert head is not None
+    reply = dns.message.make_response(dns.message.from_wire(fast.upstream_query(data, head, 1)))
+    build(reply)
+    return reply
+
+
+@pytest.mark.parametrize("edns", [True, False])
+def test_nsd_reply_is_spliced(edns: bool) -> None:
+    how, got = _answer_both_ways("C5.bench.example.", NSD_A, NSD_AAAA, edns)
+    assert how == "spliced"
+    (aaaa,) = got.answer
+    assert [rd.address for rd in aaaa] == ["2001:db8:64::c000:206"]
+    # RFC 6147 section 5.1.7: min(A TTL 3600, SOA TTL 300, MINIMUM 300).
+    assert aaaa.ttl == 300
+    assert got.additional[0].name == dns.name.from_text("ns.bench.example.")
+
+
+def test_uncompressed_reply_is_spliced() -> None:
+    def build(reply: dns.message.Message) -> None:
+        reply.answer.append(
+            dns.rrset.from_text("host.example.", 60, "IN", "A", "192.0.2.1", "192.0.2.2")
+        )
+        reply.authority.append(dns.rrset.from_text("example.", 60, "IN", "NS", "ns.example."))
+        reply.additional.append(dns.rrset.from_text("ns.example.", 60, "IN", "A", "192.0.2.53"))
+
+    how, got = _answer_both_ways("host.example.", uncompressed(_a_reply("host.example.", build)))
+    assert how == "spliced"
+    assert len(got.answer[0]) == 2
+
+
+def test_pointer_into_the_dropped_a_records_is_written() -> None:
+    # The NS owner is compressed against the other name's A record, which goes
+    # (RFC 6147 section 5.1.6): the writer renders the answer instead.
+    def build(reply: dns.message.Message) -> None:
+        reply.answer.append(dns.rrset.from_text("other.example.", 60, "IN", "A", "192.0.2.1"))
+        reply.answer.append(dns.rrset.from_text("host.example.", 60, "IN", "A", "192.0.2.2"))
+        reply.authority.append(
+            dns.rrset.from_text("other.example.", 60, "IN", "NS", "ns.other.example.")
+        )
+
+    how, got = _answer_both_ways("host.example.", _a_reply("host.example.", build).to_wire())
+    assert how == "written"
+    assert got.authority[0].name == dns.name.from_text("other.example.")
+
+
+def test_pointer_moved_past_the_compression_range_is_written() -> None:
+    # 14-bit pointers (RFC 1035 section 4.1.4): a target that moves to 0x4000 or
+    # beyond cannot be pointed at; the writer renders the answer instead.
+    def build_with(count: int, pad: int) -> Any:
+        def build(reply: dns.message.Message) -> None:
+            reply.answer.append(dns.rrset.from_text("host.example.", 60, "IN", "A", "192.0.2.1"))
+            reply.authority.append(
+                dns.rrset.from_text("p" * pad + ".example.", 60, "IN", "NS", "ns.example.")
+            )
+            for i in range(count):
+                reply.authority.append(
+                    dns.rrset.from_text(f"z{i}.example.", 60, "IN", "NS", f"ns.z{i}.example.")
+                )
+            reply.additional.append(
+                dns.rrset.from_text(f"ns.z{count - 1}.example.", 60, "IN", "A", "192.0.2.53")
+            )
+
+        return build
+
+    def glue_target(wire: bytes) -> int:
+        glue = wire.rindex(b"\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\xc0\x00\x02\x35") - 2
+        return int(struct.unpack_from("!H", wire, glue)[0] & 0x3FFF)
+
+    # The glue's owner points into the last NS rdata, just below 0x4000: one A
+    # record giving way to one AAAA record moves it 12 bytes, past the range.
+    wire = _a_reply("host.example.", build_with(746, 16)).to_wire(max_size=65535)
+    assert 0x4000 - 12 <= glue_target(wire) < 0x4000
+    how, _ = _answer_both_ways("host.example.", wire)
+    assert how == "written"
+    # Further down, the same shape is spliced.
+    wire = _a_reply("host.example.", build_with(700, 16)).to_wire(max_size=65535)
+    assert glue_target(wire) < 0x4000 - 12
+    how, _ = _answer_both_ways("host.example.", wire)
+    assert how == "spliced"
