@@ -207,7 +207,23 @@ class Reply:
         names: _Names = {}
         #: Every name read, by offset (see _name): the splice checks its pointers here.
         self.names = names
-        offset = _name(data, HEADER_SIZE, names)[1] + 4
+        # The question's name, and every name ending it: pointers mostly go there.
+        offset = HEADER_SIZE
+        while True:
+            length = data[offset]
+            if not length:
+                break
+            if length > 63:
+                raise _Unusual  # a pointer could only point into the header
+            names[offset] = (b"", 0, 0)
+            offset += length + 1
+        offset += 1
+        if offset - HEADER_SIZE > 255:  # RFC 1035 section 2.3.4
+            raise _Unusual
+        for start in names:
+            names[start] = (data[start:offset], offset, 0)
+        names[offset - 1] = (b"\x00", offset, 0)
+        offset += 4
         self.question_end = offset
         self.answer_end = offset
         opt_start = -1
@@ -229,7 +245,22 @@ class Reply:
             if opt_start >= 0:
                 raise _Unusual  # anything after the OPT: not the plain shape
             start = offset
-            owner, offset, _ = _name(data, offset, names)
+            # IndexError past the end: the callers' malformed case.
+            length = data[offset]
+            if length >= 0xC0:
+                # Mostly a bare pointer to a name read before (_name's rules).
+                suffix = names.get(((length & 0x3F) << 8) | data[offset + 1])
+                if suffix is not None and suffix[1] <= start and suffix[2] < _MAX_POINTERS:
+                    owner = suffix[0]
+                    offset += 2
+                    names[start] = (owner, offset, suffix[2] + 1)
+                else:
+                    owner, offset, _ = _name(data, offset, names)
+            elif length == 0:
+                owner = b"\x00"  # the root (the OPT's owner): nothing to remember
+                offset += 1
+            else:
+                owner, offset, _ = _name(data, offset, names)
             # struct.error past the end: the callers' malformed case.
             rtype, rclass, ttl, rdlength = _RR.unpack_from(data, offset)
             rdata_start = offset + 10
@@ -612,9 +643,12 @@ class FastDns64:
         # Every name the reply's records read, by where it starts (Reply.names):
         # those that stay must read the same bytes after the splice.
         moves: dict[int, int] = {}
+        name_end = question_end - 4
         for start, (_, end, hops) in a.names.items():
+            if end <= name_end:
+                continue  # within the question's name: the client's, same but for case
             if start < changed:
-                if end > changed or (start < question_end and end > question_end - 4):
+                if start < question_end or end > changed:
                     return None
             elif start >= answer_end:
                 if end > body_end:
