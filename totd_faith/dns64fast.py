@@ -41,7 +41,7 @@ import dns.name
 
 from totd_faith.config import Config
 from totd_faith.dns64.messages import SERVER_PAYLOAD
-from totd_faith.dns64.synthesis import MAX_CHAIN, NO_SOA_TTL_CAP, Synthesizer
+from totd_faith.dns64.synthesis import MAX_CHAIN, NO_SOA_TTL_CAP, Synthesizer, translatable
 from totd_faith.dnswire import (
     HEADER_SIZE,
     KEY_DO,
@@ -82,6 +82,13 @@ _B2_RD = 0x01
 _B3_RA = 0x80
 _B3_AD = 0x20
 _B3_CD = 0x10
+
+#: Upstream query headers, by the client's CD and AD bits (byte 3 >> 4 & 3):
+#: ID 0, RD, one question, one additional record (the OPT).
+_UPSTREAM_HEADERS = tuple(
+    b"\x00\x00" + bytes((_B2_RD, bits << 4)) + b"\x00\x01\x00\x00\x00\x00\x00\x01"
+    for bits in range(4)
+)
 
 
 class FastAnswer:
@@ -132,11 +139,8 @@ def _name(data: bytes, offset: int, memo: _Names) -> tuple[bytes, int, int]:
     wholly before the segment that points to it; so do we.  Pointers into the
     header would read different bytes once the header is rewritten: unusual.
     Names are remembered by offset, so the pointers of a reply (mostly to the
-    question name) are followed once.
+    question name) are followed once: callers look in ``memo`` first.
     """
-    found = memo.get(offset)
-    if found is not None:
-        return found
     start = offset
     size = len(data)
     while True:
@@ -405,6 +409,14 @@ class FastDns64:
         self.synth = Synthesizer(config.prefixes, config.dns64.mapped, config.dns64.exclude)
         #: The prefix when there is just one (the common case, see after_a).
         self.only_prefix = config.prefixes[0] if len(config.prefixes) == 1 else None
+        #: Whether that prefix takes every translatable address: a Network-Specific
+        #: Prefix (RFC 6052 section 3.1 limits only the Well-Known one) with
+        #: dns64.mapped covering everything.
+        self.takes_all = (
+            self.only_prefix is not None
+            and not self.only_prefix.is_well_known
+            and any(n.prefixlen == 0 for n in config.dns64.mapped)
+        )
         self.payload = config.dns.udp_payload_size
         # Lowercased wire names; dnspython compares names ASCII-case-insensitively.
         self.listed = frozenset(
@@ -412,6 +424,12 @@ class FastDns64:
             for n in (*config.dns64.never_synthesize, *config.dns64.always_synthesize)
         )
         self.hosts = frozenset(_lower_wire(e.name) for e in hosts)
+        # What follows the qname in upstream queries: type, class IN, and an OPT
+        # with our payload size, no DO (see upstream_query).
+        opt = b"\x00\x00\x29" + _U16.pack(self.payload) + b"\x00\x00\x00\x00\x00\x00"
+        self._question_tails = {
+            rdtype: _U16.pack(rdtype) + b"\x00\x01" + opt for rdtype in (TYPE_A, TYPE_AAAA)
+        }
 
     # -- 1. the query ----------------------------------------------------------------
 
@@ -442,17 +460,11 @@ class FastDns64:
     def upstream_query(self, data: bytes, head: QueryHead, rdtype: int) -> bytes:
         """The upstream query the core would send (dns64.messages.upstream_query), ID 0:
         RD, the client's CD and AD, its qname as asked, EDNS0 without DO."""
-        name_end = head[1] - 4
         return b"".join(
             (
-                b"\x00\x00",
-                bytes((_B2_RD, data[3] & (_B3_CD | _B3_AD))),
-                b"\x00\x01\x00\x00\x00\x00\x00\x01",
-                data[HEADER_SIZE:name_end],
-                _U16.pack(rdtype),
-                b"\x00\x01\x00\x00\x29",
-                _U16.pack(self.payload),
-                b"\x00\x00\x00\x00\x00\x00",
+                _UPSTREAM_HEADERS[(data[3] >> 4) & 3],
+                data[HEADER_SIZE : head[1] - 4],
+                self._question_tails[rdtype],
             )
         )
 
@@ -522,7 +534,7 @@ class FastDns64:
                 # (Synthesizer.embed_all's rules for it, in embeddable).
                 first = basis[0]
                 v4 = int.from_bytes(a_reply[first[4] : first[5]])
-                if not self.synth.embeddable(v4, only):
+                if not (translatable(v4) if self.takes_all else self.synth.embeddable(v4, only)):
                     return self._relay(data, head, aaaa)
                 v6 = [only.embed_int(v4).to_bytes(16)]
                 ttl = first[3]
