@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("totd_faith.dns")
 
+_A_IN = b"\x00\x01\x00\x01"  # qtype A, qclass IN
+
 #: Receives the response bytes (or None: nothing to send) exactly once.
 Deliver = Callable[[bytes | None], None]
 
@@ -73,7 +75,8 @@ class Miss:
         self.aaaa_query = self.fast.upstream_query(self.data, self.head, TYPE_AAAA)
         upstreams = self.service.upstreams
         assert upstreams is not None
-        upstreams.ask(self.aaaa_query, self.fast.check, self.on_aaaa, self.head[1])
+        # The question asked is the client's (scan_query lowercased its name).
+        upstreams.ask(self.aaaa_query, self.fast.check, self.on_aaaa, self.head[0])
 
     def on_aaaa(self, reply: Reply | bytes | None) -> None:
         step: FastAnswer | bytes | None = None
@@ -85,7 +88,9 @@ class Miss:
                     upstreams = self.service.upstreams
                     assert upstreams is not None
                     self.a_query = self.fast.upstream_query(self.data, self.head, TYPE_A)
-                    upstreams.ask(self.a_query, self.fast.check, self.on_a, self.head[1])
+                    upstreams.ask(
+                        self.a_query, self.fast.check, self.on_a, self.head[0][:-4] + _A_IN
+                    )
                     return
         except Exception:
             self._bug()

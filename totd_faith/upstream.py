@@ -355,19 +355,19 @@ class UpstreamPool:
     # -- the callback engine -------------------------------------------------------
 
     def ask(
-        self, wire: bytes, check: ReplyCheck, callback: ReplyCallback, question_end: int = 0
+        self, wire: bytes, check: ReplyCheck, callback: ReplyCallback, question: bytes = b""
     ) -> None:
         """Send the query ``wire`` (any ID) and call ``callback`` once, later, with
         ``check(reply)`` of the first good reply, or None if all attempts failed.
 
         SERVFAIL and REFUSED move on to the next upstream too, but are returned
         when nobody does better (DNS64 treats SERVFAIL as "synthesize", RFC 6147
-        section 5.1.3, so it must not be swallowed).  ``question_end``, if the
-        caller knows it, is where the question of ``wire`` ends.
+        section 5.1.3, so it must not be swallowed).  ``question``, if the caller
+        has it, is the question of ``wire`` with the name lowercased.
         """
-        if not question_end:
-            question_end = skip_name(wire, HEADER_SIZE) + 4
-        ask = _Ask(wire, wire[HEADER_SIZE:question_end].lower(), check, callback, self._ordered())
+        if not question:
+            question = wire[HEADER_SIZE : skip_name(wire, HEADER_SIZE) + 4].lower()
+        ask = _Ask(wire, question, check, callback, self._ordered())
         if self._closed:
             self.loop.call_soon(callback, None)
             return
