@@ -126,13 +126,15 @@ _Record = tuple[int, bytes, int, int, int, int, tuple[bytes, ...], int]
 
 
 #: Names read from one reply, by offset: (uncompressed wire name, offset just
-#: past its first segment, compression pointers followed).
-_Names = dict[int, tuple[bytes, int, int]]
+#: past its first segment, compression pointers followed, whether it is a
+#: record's own name -- an owner or a name in NS/CNAME/SOA rdata -- rather
+#: than one read only as a pointer's target).
+_Names = dict[int, tuple[bytes, int, int, bool]]
 
 
-def _name(data: bytes, offset: int, memo: _Names) -> tuple[bytes, int, int]:
-    """(uncompressed wire name, offset just past it, pointers followed), as
-    dnspython reads it.
+def _name(data: bytes, offset: int, memo: _Names, own: bool = True) -> tuple[bytes, int, int, bool]:
+    """(uncompressed wire name, offset just past it, pointers followed, ``own``),
+    as dnspython reads it.
 
     dnspython (dns.name.from_wire_parser) demands that every pointer go
     strictly backwards from the previous one and that a pointer's target lie
@@ -161,7 +163,7 @@ def _name(data: bytes, offset: int, memo: _Names) -> tuple[bytes, int, int]:
                 raise _Unusual
             suffix = memo.get(target)
             if suffix is None:
-                suffix = _name(data, target, memo)
+                suffix = _name(data, target, memo, False)
             if suffix[1] > start:
                 raise _Unusual  # the target overlaps the name that points to it
             hops = suffix[2] + 1
@@ -174,7 +176,7 @@ def _name(data: bytes, offset: int, memo: _Names) -> tuple[bytes, int, int]:
         offset += length + 1
     if len(name) > 255:  # RFC 1035 section 2.3.4
         raise _Unusual
-    found = memo[start] = (name, end, hops)
+    found = memo[start] = (name, end, hops, own)
     return found
 
 
@@ -219,14 +221,14 @@ class Reply:
                 break
             if length > 63:
                 raise _Unusual  # a pointer could only point into the header
-            names[offset] = (b"", 0, 0)
+            names[offset] = (b"", 0, 0, False)
             offset += length + 1
         offset += 1
         if offset - HEADER_SIZE > 255:  # RFC 1035 section 2.3.4
             raise _Unusual
         for start in names:
-            names[start] = (data[start:offset], offset, 0)
-        names[offset - 1] = (b"\x00", offset, 0)
+            names[start] = (data[start:offset], offset, 0, False)
+        names[offset - 1] = (b"\x00", offset, 0, False)
         offset += 4
         self.question_end = offset
         self.answer_end = offset
@@ -257,14 +259,14 @@ class Reply:
                 if suffix is not None and suffix[1] <= start and suffix[2] < _MAX_POINTERS:
                     owner = suffix[0]
                     offset += 2
-                    names[start] = (owner, offset, suffix[2] + 1)
+                    names[start] = (owner, offset, suffix[2] + 1, True)
                 else:
-                    owner, offset, _ = _name(data, offset, names)
+                    owner, offset, _, _ = _name(data, offset, names)
             elif length == 0:
                 owner = b"\x00"  # the root (the OPT's owner): nothing to remember
                 offset += 1
             else:
-                owner, offset, _ = _name(data, offset, names)
+                owner, offset, _, _ = _name(data, offset, names)
             # struct.error past the end: the callers' malformed case.
             rtype, rclass, ttl, rdlength = _RR.unpack_from(data, offset)
             rdata_start = offset + 10
@@ -314,12 +316,12 @@ def _rdata_parts(data: bytes, rtype: int, start: int, end: int, names: _Names) -
             raise _Unusual
         return ()
     if rtype == TYPE_SOA:
-        mname, offset, _ = _name(data, start, names)
-        rname, offset, _ = _name(data, offset, names)
+        mname, offset, _, _ = _name(data, start, names)
+        rname, offset, _, _ = _name(data, offset, names)
         if offset + 20 != end:
             raise _Unusual
         return (mname, rname, data[offset:end])
-    target, offset, _ = _name(data, start, names)  # NS, CNAME
+    target, offset, _, _ = _name(data, start, names)  # NS, CNAME
     if offset != end:
         raise _Unusual
     return (target,)
@@ -654,9 +656,12 @@ class FastDns64:
         shift -= answer_end - changed
         # Every name the reply's records read, by where it starts (Reply.names):
         # those that stay must read the same bytes after the splice.
-        moves: dict[int, int] = {}
+        moves: dict[int, int] = {}  # pointer offset in the body -> new target
+        # Names read only as a pointer's target, in the body: (start, end of their
+        # labels, whether they end in a pointer that moves).
+        targets: list[tuple[int, int, bool]] = []
         name_end = question_end - 4
-        for start, (_, end, hops) in a.names.items():
+        for start, (_, end, hops, own) in a.names.items():
             if end <= name_end:
                 continue  # within the question's name: the client's, same but for case
             if start < changed:
@@ -670,11 +675,27 @@ class FastDns64:
                 if hops:
                     target = ((reply[end - 2] & 0x3F) << 8) | reply[end - 1]
                     if target >= answer_end:
-                        moves[end - 2 - answer_end] = target + shift
+                        if own:
+                            moves[end - 2 - answer_end] = target + shift
+                        else:
+                            targets.append((start, end - 2, True))
                     elif target >= changed:
                         return None  # into the A records that go
+                    elif not own:
+                        targets.append((start, end - 2, False))
+                elif not own:
+                    targets.append((start, end, False))
             elif start == first[7] and hops:
                 if ((reply[end - 2] & 0x3F) << 8) | reply[end - 1] >= changed:
+                    return None
+        for start, labels_end, moving in targets:
+            # A name read from inside other bytes (RDATA, say) must end in the
+            # pointer of a record's own name, and no pointer that moves may lie
+            # among its labels.
+            if moving and labels_end - answer_end not in moves:
+                return None
+            for at in moves:
+                if start - 1 <= at + answer_end < labels_end:
                     return None
         body: bytes | bytearray = reply[answer_end:body_end]
         if moves and shift:

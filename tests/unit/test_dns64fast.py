@@ -682,3 +682,21 @@ def test_pointer_moved_past_the_compression_range_is_written() -> None:
     assert glue_target(wire) < 0x4000 - 12
     how, _ = _answer_both_ways("host.example.", wire)
     assert how == "spliced"
+
+
+def test_pointer_through_record_data_is_written() -> None:
+    # A name may be read from any earlier bytes (RFC 1035 section 4.1.4), even
+    # from inside an A record's address: here the last NS target reads the glue
+    # address 1.121.192.58 as "\x01y" and a pointer into the authority section.
+    # Moving that pointer would change the address: the writer renders the answer.
+    a_reply = bytes.fromhex(
+        "0000 8180 0001 0001 0001 0002"  # header: ID 0, QR RD RA, 1/1/1/2
+        "04686f7374 076578616d706c65 00 0001 0001"  # 12: host.example. A IN
+        "c00c 0001 0001 0000003c 0004 c0000201"  # 30: host.example. A 192.0.2.1
+        "c011 0002 0001 0000003c 0005 026e73c011"  # 46: example. NS ns.example. (58)
+        "c03a 0001 0001 0000003c 0004 0179c03a"  # 63: ns.example. A (75: "\x01y" + ptr 58)
+        "c011 0002 0001 0000003c 0002 c04b"  # 79: example. NS y.ns.example. (ptr 75)
+    )
+    how, got = _answer_both_ways("host.example.", a_reply)
+    assert how == "written"
+    assert [rd.address for rd in got.additional[0]] == ["1.121.192.58"]
