@@ -22,6 +22,12 @@ The flow mirrors :meth:`totd_faith.dns64.Dns64._aaaa`:
    chain give the synthesized answer (section 5.1.7); none, or none we may
    synthesize, gives the AAAA reply (section 5.4).
 
+The synthesized answer is spliced from the A reply's bytes where its layout
+allows (:meth:`FastDns64._spliced`: answer records before the A records,
+authority and additional sections copied, their compression pointers moved),
+else written name by name (:meth:`FastDns64._written`, compressed like
+dnspython's renderer); both give what the core gives.
+
 Falls back on: TC, RRSIG/DNAME/any type but A, AAAA, CNAME, NS and SOA, a
 class other than IN, OPT options (EDE must be passed on, RFC 8914) or
 extended RCODE bits, excluded AAAA records (section 5.1.4 trimming), an A
@@ -144,11 +150,8 @@ def _name(data: bytes, offset: int, memo: _Names, own: bool = True) -> tuple[byt
     question name) are followed once: callers look in ``memo`` first.
     """
     start = offset
-    size = len(data)
     while True:
-        if offset >= size:
-            raise _Unusual
-        length = data[offset]
+        length = data[offset]  # IndexError past the end: the callers' malformed case
         if length == 0:
             end = offset + 1
             name = data[start:end]
@@ -156,8 +159,6 @@ def _name(data: bytes, offset: int, memo: _Names, own: bool = True) -> tuple[byt
             break
         if length >= 0xC0:
             end = offset + 2
-            if end > size:
-                raise _Unusual
             target = ((length & 0x3F) << 8) | data[offset + 1]
             if target >= start or target < HEADER_SIZE:
                 raise _Unusual
@@ -627,7 +628,7 @@ class FastDns64:
         there that points past the answer section moves with them.  Left to the
         writer: pointers into the dropped A records, answer records after an A
         record, names that read bytes which change (the question's type, which
-        becomes AAAA; the OPT) and TTLs read as zero (RFC 2181 section 8).
+        becomes AAAA; the OPT; a pointer that moves), pointers moved past 0x3FFF.
         """
         reply = a.data
         question_end = head[1]
