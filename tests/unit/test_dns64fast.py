@@ -401,9 +401,10 @@ def test_fast_path_answers_exactly_like_the_core(data: st.DataObject) -> None:
     compare(fast, core, query, replies)
 
 
-def compare(fast: CheckedFast, core: Dns64, query: bytes, replies: dict[int, bytes]) -> None:
+def compare(fast: CheckedFast, core: Dns64, query: bytes, replies: dict[int, bytes]) -> str:
     """The fast path's answer to ``query`` with upstream ``replies`` (by qtype), if
-    it gives one, equals the core's."""
+    it gives one, equals the core's.  Returns how a synthesized answer was built
+    ("spliced" or "written"), else ""."""
     head = scan_query(query)
     assert head is not None
     aaaa_query = fast.upstream_query(query, head, 28)
@@ -416,11 +417,11 @@ def compare(fast: CheckedFast, core: Dns64, query: bytes, replies: dict[int, byt
         aaaa = fast.parse(replies[28])
         if 28 in malformed:
             assert aaaa is None
-            return
+            return ""
         assert aaaa is not None
         if fast.after_aaaa(query, head, aaaa) == NEED_A:
             assert fast.parse(replies[1]) is None
-        return
+        return ""
     expected, sent = core_answer(core, query, replies)
     # Eligible means: the core goes upstream with exactly our AAAA query first
     # (not a local answer, not always_synthesize's A-only path) and then, if at
@@ -431,18 +432,20 @@ def compare(fast: CheckedFast, core: Dns64, query: bytes, replies: dict[int, byt
     if answer is None:
         event("fallback")
         STATS["fallback"] += 1
-        return
+        return ""
     event("fast answer")
     STATS["fast"] += 1
+    how = ""
     if answer.synthesized:
-        event(f"synthesized, {fast.last}")
-        STATS[fast.last] += 1
-        fast.last = ""
+        how, fast.last = fast.last, ""
+        event(f"synthesized, {how}")
+        STATS[how] += 1
     got = answer.wire
     assert_cached_alike(answer)
     # Rendered like the shell renders it, then parsed, as a client would.
     expected_wire = expected.to_wire(max_size=65535)
     assert normal(dns.message.from_wire(got)) == normal(dns.message.from_wire(expected_wire))
+    return how
 
 
 @settings(
@@ -466,7 +469,29 @@ def test_synthesized_answers_like_the_core(data: st.DataObject) -> None:
         28: data.draw(replies(fast.upstream_query(query, head, 28), "AAAA", plain=True)),
         1: data.draw(replies(fast.upstream_query(query, head, 1), "A", plain=True)),
     }
-    compare(fast, core, query, upstream)
+    aimed = data.draw(st.integers(0, 2)) == 0
+    if aimed:
+        upstream[1] = data.draw(repointed(upstream[1]))
+    how = compare(fast, core, query, upstream)
+    if aimed and how:
+        event(f"pointer aimed elsewhere, synthesized, {how}")
+
+
+@st.composite
+def repointed(draw: st.DrawFn, wire: bytes) -> bytes:
+    """``wire`` with one of its records' compression pointers aimed at another
+    earlier offset: names read from inside addresses, TTLs, the question's type
+    and so on, as RFC 1035 section 4.1.4 allows (dnspython may refuse the result:
+    then the fast path must too)."""
+    reply = FastDns64.parse(wire)
+    if reply is None:
+        return wire
+    pointers = sorted({end - 2 for _, end, hops, own in reply.names.values() if hops and own})
+    if not pointers:
+        return wire
+    at = draw(st.sampled_from(pointers))
+    target = draw(st.integers(12, at - 1))
+    return wire[:at] + struct.pack("!H", 0xC000 | target) + wire[at + 2 :]
 
 
 def parses(wire: bytes) -> bool:
