@@ -77,7 +77,6 @@ _MAX_POINTERS = 16
 #: RFC 2181 section 8: larger TTLs are read as 0 (as dnspython does).
 _TTL_MAX = 0x7FFFFFFF
 _U16 = struct.Struct("!H")
-_U32 = struct.Struct("!I")
 _OPT_TO_CLIENT = b"\x00\x00\x29" + _U16.pack(SERVER_PAYLOAD) + b"\x00\x00\x00\x00\x00\x00"
 _ALLOWED_TYPES = frozenset((TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA, TYPE_AAAA))
 
@@ -496,22 +495,21 @@ class FastDns64:
         """The answer, :data:`NEED_A`, or :data:`FALLBACK`."""
         reply = parsed.data
         try:
-            records = parsed.records
+            answers = parsed.records[: parsed.counts[0]]
             is_excluded = self.synth.is_excluded
-            for record in records:
-                if (
-                    record[0] == 1
-                    and record[2] == TYPE_AAAA
-                    and is_excluded(int.from_bytes(reply[record[4] : record[5]]))
-                ):
-                    return FALLBACK  # RFC 6147 section 5.1.4 trimming: the core does it
+            aaaa = False
+            for record in answers:
+                if record[2] == TYPE_AAAA:
+                    if is_excluded(int.from_bytes(reply[record[4] : record[5]])):
+                        return FALLBACK  # RFC 6147 section 5.1.4 trimming: the core does it
+                    aaaa = True
             if parsed.rcode == 3:
                 # RFC 6147 section 5.1.2: NXDOMAIN is returned, never synthesized.
                 return self._relay(data, head, parsed)
-            if parsed.rcode == 0:
-                final = _follow_chain(records, head[0][:-4])
-                for record in records:
-                    if record[0] == 1 and record[2] == TYPE_AAAA and record[1].lower() == final:
+            if parsed.rcode == 0 and aaaa:
+                final = _follow_chain(answers, head[0][:-4])
+                for record in answers:
+                    if record[2] == TYPE_AAAA and record[1].lower() == final:
                         return self._relay(data, head, parsed)  # section 5.1.1
             return NEED_A
         except (_Unusual, IndexError, ValueError, struct.error):
@@ -584,27 +582,52 @@ class FastDns64:
         client's (the upstream module checks it echoes ours), so compression
         pointers stay valid."""
         reply_data = reply.data
-        if reply.question_end != head[1]:
+        question_end = head[1]
+        if reply.question_end != question_end:
             raise _Unusual
-        counts = _HEADER.unpack_from(reply_data)[4:]
-        ar = counts[2] - (1 if reply.opt_start >= 0 else 0)
-        # RFC 6840 section 5.7: AD only for a client that asked for it (AD or
-        # DO; DO never gets here) and only as the upstream asserted it.
-        ad = bool(reply.byte3 & _B3_AD and data[3] & _B3_AD)
-        out = self._head(data, head, reply.rcode, ad, (counts[0], counts[1], ar))
-        body = reply_data[reply.question_end : reply.body_end()]
-        wire = out + body + _OPT_TO_CLIENT if head[2] & KEY_EDNS else out + body
+        counts = reply.counts
+        rcode = reply.rcode
+        edns = head[2] & KEY_EDNS
+        wire = b"".join(
+            (
+                _HEAD_OUT.pack(
+                    data[:2],
+                    # dns64.messages.new_response: QR, RA, the client's RD and CD,
+                    # opcode QUERY, the reply's RCODE; RFC 6840 section 5.7: AD only
+                    # for a client that asked for it (AD or DO; DO never gets here)
+                    # and only as the upstream asserted it.
+                    _B2_QR | (data[2] & _B2_RD),
+                    _B3_RA | (data[3] & _B3_CD) | (reply.byte3 & data[3] & _B3_AD) | rcode,
+                    1,
+                    counts[0],
+                    counts[1],
+                    counts[2] + (edns > 0) - (reply.opt_start >= 0),
+                ),
+                data[HEADER_SIZE:question_end],
+                reply_data[question_end : reply.body_end()],
+                _OPT_TO_CLIENT if edns else b"",
+            )
+        )
         # Same header and question lengths: every record sits where it sat in
         # the reply.  RFC 2308 sections 2.1/2.2: NXDOMAIN or no AAAA in the
         # answer section is a negative answer.
-        records = reply.records
+        ttl_offsets: list[int] = []
+        ttls: list[int] = []
+        negative = True
+        soa_minimum = -1
+        for record in reply.records:
+            ttl_offsets.append(record[4] - 6)
+            ttls.append(record[3])
+            if record[2] == TYPE_AAAA:
+                if record[0] == 1:
+                    negative = False
+            elif record[2] == TYPE_SOA and record[0] == 2 and soa_minimum < 0:
+                # What the cache's RFC 2308 rule reads (dnscache.lifetime): the
+                # MINIMUM of the first SOA in the authority section.
+                minimum = int.from_bytes(record[6][2][16:20])
+                soa_minimum = 0 if minimum > _TTL_MAX else minimum
         return FastAnswer(
-            wire,
-            False,
-            tuple([r[4] - 6 for r in records]),
-            tuple([r[3] for r in records]),
-            reply.rcode == 3 or not any(r[0] == 1 and r[2] == TYPE_AAAA for r in records),
-            _soa_minimum(reply),
+            wire, False, tuple(ttl_offsets), tuple(ttls), negative or rcode == 3, soa_minimum
         )
 
     def _spliced(
@@ -628,11 +651,12 @@ class FastDns64:
         there that points past the answer section moves with them.  Left to the
         writer: pointers into the dropped A records, answer records after an A
         record, names that read bytes which change (the question's type, which
-        becomes AAAA; the OPT; a pointer that moves), pointers moved past 0x3FFF.
+        becomes AAAA; the OPT; a pointer that moves), pointers moved past 0x3FFF
+        and TTLs to be written as zero (RFC 2181 section 8: a name may read them).
         """
         reply = a.data
         question_end = head[1]
-        if a.question_end != question_end:
+        if a.question_end != question_end or a.big_ttl:
             return None
         records = a.records
         answer_count = a.counts[0]
@@ -748,12 +772,6 @@ class FastDns64:
                 _OPT_TO_CLIENT if edns else b"",
             )
         )
-        if a.big_ttl:
-            # RFC 2181 section 8: TTLs above 2**31 - 1 are read as zero; written so.
-            buffer = bytearray(wire)
-            for at, value in zip(ttl_offsets, ttls, strict=True):
-                _U32.pack_into(buffer, at, value)
-            wire = bytes(buffer)
         if len(wire) > 65_535:
             return None
         return FastAnswer(wire, True, tuple(ttl_offsets), tuple(ttls), False, -1)
@@ -807,16 +825,6 @@ def _lower_wire(name: dns.name.Name) -> bytes:
     wire = name.to_wire()
     assert wire is not None
     return wire.lower()
-
-
-def _soa_minimum(reply: Reply) -> int:
-    """The MINIMUM of the first SOA record in the authority section, -1 if none
-    (what the cache's RFC 2308 rule reads, totd_faith.dnscache.lifetime)."""
-    for record in reply.records:
-        if record[0] == 2 and record[2] == TYPE_SOA:
-            minimum = int.from_bytes(record[6][2][16:20])
-            return 0 if minimum > _TTL_MAX else minimum
-    return -1
 
 
 def _negative_ttl(reply: Reply) -> int:

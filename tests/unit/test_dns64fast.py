@@ -725,3 +725,23 @@ def test_pointer_through_record_data_is_written() -> None:
     how, got = _answer_both_ways("host.example.", a_reply)
     assert how == "written"
     assert [rd.address for rd in got.additional[0]] == ["1.121.192.58"]
+
+
+def test_name_read_through_a_large_ttl_is_written() -> None:
+    # Found by the pointer aiming above: the SOA owner reads the bytes of a
+    # CNAME's TTL 2**31, which is written as 0 (RFC 2181 section 8), so the
+    # A reply cannot be copied as it is.
+    aaaa_reply = bytes.fromhex(
+        "00008520000100000002000003777777076578616d706c6503636f6d00001c0001076578616d706c"
+        "650000060001000000000034026e73076578616d706c65000a686f73746d6173746572076578616d"
+        "706c65000000000100001c2000000e10001275000000000003777777076578616d706c6503636f6d"
+        "0000020001000000000014026e7303777777076578616d706c6503636f6d00"
+    )
+    a_reply = bytes.fromhex(
+        "00008520000100030002000003777777076578616d706c6503636f6d0000010001c00c0005000100"
+        "000e10000b0161076578616d706c6500c02d00050001800000000002c02dc02d0001000100000000"
+        "0004c0000201c02400060001000000000026026e73c02f0a686f73746d6173746572c02f00000001"
+        "00001c2000000e100012750000000000c02f00020001000000000002c062"
+    )
+    how, _ = _answer_both_ways("www.example.com.", a_reply, aaaa_reply, edns=False)
+    assert how == "written"
