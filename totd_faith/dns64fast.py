@@ -585,6 +585,11 @@ class FastDns64:
         question_end = head[1]
         if reply.question_end != question_end:
             raise _Unusual
+        body_end = reply.body_end()
+        if body_end < len(reply_data):
+            for start, (_, end, _, _) in reply.names.items():
+                if start < body_end < end:
+                    raise _Unusual  # a name that reads the OPT, which is replaced
         counts = reply.counts
         rcode = reply.rcode
         edns = head[2] & KEY_EDNS
@@ -604,7 +609,7 @@ class FastDns64:
                     counts[2] + (edns > 0) - (reply.opt_start >= 0),
                 ),
                 data[HEADER_SIZE:question_end],
-                reply_data[question_end : reply.body_end()],
+                reply_data[question_end:body_end],
                 _OPT_TO_CLIENT if edns else b"",
             )
         )
