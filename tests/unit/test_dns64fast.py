@@ -452,7 +452,7 @@ def compare(fast: CheckedFast, core: Dns64, query: bytes, replies: dict[int, byt
 
 
 @settings(
-    max_examples=1500,
+    max_examples=1000,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
