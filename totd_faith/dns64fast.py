@@ -583,7 +583,9 @@ class FastDns64:
         pointers stay valid."""
         reply_data = reply.data
         question_end = head[1]
-        if reply.question_end != question_end:
+        if reply.question_end != question_end or reply.big_ttl:
+            # RFC 2181 section 8: a TTL with the top bit set is read as zero; the
+            # core writes that zero, a byte copy would pass the huge value on.
             raise _Unusual
         body_end = reply.body_end()
         if body_end < len(reply_data):

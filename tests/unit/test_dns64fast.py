@@ -748,3 +748,21 @@ def test_name_read_through_a_large_ttl_is_written() -> None:
     )
     how, _ = _answer_both_ways("www.example.com.", a_reply, aaaa_reply, edns=False)
     assert how == "written"
+
+
+def test_relayed_ttl_with_the_top_bit_set_goes_to_the_core() -> None:
+    """RFC 2181 section 8: such a TTL means zero; the relay must not copy it on."""
+    _, core, fast = built(0)
+    data = dns.message.make_query("host.example.", "AAAA").to_wire()
+    head = scan_query(data)
+    assert head is not None
+    reply = dns.message.make_response(dns.message.from_wire(fast.upstream_query(data, head, 28)))
+    reply.answer.append(dns.rrset.from_text("host.example.", 300, "IN", "AAAA", "2001:db8::1"))
+    wire = bytearray(reply.to_wire())
+    ttl_at = wire.index(bytes.fromhex("0000012c"))  # the AAAA record's TTL, 300
+    wire[ttl_at : ttl_at + 4] = (2**31).to_bytes(4, "big")
+    parsed = fast.parse(bytes(wire))
+    assert parsed is not None
+    assert fast.after_aaaa(data, head, parsed) is FALLBACK
+    expected, _ = core_answer(core, data, {28: bytes(wire)})
+    assert expected.answer[0].ttl == 0
