@@ -18,8 +18,8 @@ frequent expensive event: :meth:`UpstreamPool.ask` starts a query and calls
 back once with the result.  There is no task, future or timer per query: the
 UDP sockets are read directly with ``add_reader`` (drained per wake-up), and
 one timer per pool walks a queue of deadlines (every attempt has the same
-timeout, so the queue is in deadline order).  :meth:`UpstreamPool.query` and
-:meth:`UpstreamPool.query_bytes` are the awaitable forms.
+timeout, so the queue is in deadline order).  :meth:`UpstreamPool.query` is the
+awaitable form, for the DNS64 core.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import dns.rcode
 
 from totd_faith.dnsreply import MessageReader
 from totd_faith.dnsstats import DnsStats
-from totd_faith.dnswire import HEADER_SIZE, render_query, skip_name, walk_response
+from totd_faith.dnswire import HEADER_SIZE, render_query, skip_name
 from totd_faith.endpoints import Endpoint
 
 log = logging.getLogger("totd_faith.upstream")
@@ -138,12 +138,6 @@ def reply_matches(data: bytes, qid: int, question: bytes) -> bool:
         and data[4:6] == b"\x00\x01"
         and data[HEADER_SIZE : HEADER_SIZE + len(question)].lower() == question
     )
-
-
-def checked_bytes(data: bytes) -> bytes:
-    """A :data:`ReplyCheck` that hands back the bytes of a well-formed reply."""
-    walk_response(data)
-    return data
 
 
 class _Ask:
@@ -540,28 +534,17 @@ class UpstreamPool:
             self._order = None
         upstream.failures = 0
 
-    # -- awaitable forms ---------------------------------------------------------------
+    # -- awaitable form -----------------------------------------------------------------
 
     async def query(self, message: dns.message.Message) -> dns.message.Message | None:
         """The parsed reply of the first upstream that answers well, or None."""
-        reply = await self._await(query_wire(message), self.reader.read)
-        assert reply is None or isinstance(reply, dns.message.Message)
-        return reply
+        future: asyncio.Future[dns.message.Message | None] = self.loop.create_future()
 
-    async def query_bytes(self, wire: bytes) -> bytes | None:
-        """:meth:`query` for a query already in wire form, answered with the reply's bytes."""
-        reply = await self._await(wire, checked_bytes)
-        assert reply is None or isinstance(reply, bytes)
-        return reply
-
-    async def _await(self, wire: bytes, check: ReplyCheck) -> Any:
-        future: asyncio.Future[Any] = self.loop.create_future()
-
-        def done(result: Any) -> None:
+        def done(reply: dns.message.Message | None) -> None:
             if not future.done():
-                future.set_result(result)
+                future.set_result(reply)
 
-        self.ask(wire, check, done)
+        self.ask(query_wire(message), self.reader.read, done)
         return await future
 
     def close(self) -> None:
