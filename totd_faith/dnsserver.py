@@ -42,7 +42,7 @@ from totd_faith.dnsreply import MessageReader
 from totd_faith.dnssockets import listening_socket
 from totd_faith.dnsstats import DnsStats
 from totd_faith.dnstcp import MAX_MESSAGE, TcpConnection
-from totd_faith.dnsudp import REFUSED_CLIENT, UdpListener
+from totd_faith.dnsudp import REFUSED_CLIENT, UdpListener, truncate
 from totd_faith.dnswire import (
     HEADER_SIZE,
     TYPE_AAAA,
@@ -442,9 +442,7 @@ class DnsService:
             )
             if len(wire) > miss.limit:
                 # RFC 1035 section 4.2.1 / RFC 6891 section 7, as on the core path.
-                wire = self.reader.read(wire).to_wire(
-                    max_size=miss.limit, prefer_truncation=True, want_shuffle=False
-                )
+                wire = truncate(self, wire, miss.limit)
             if self.log_queries:
                 self._log_query(miss.host, wire, False)
         except Exception:
