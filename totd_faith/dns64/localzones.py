@@ -35,17 +35,12 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.reversename
 import dns.rrset
+from dns.rdataclass import IN
+from dns.rdatatype import AAAA, ANY, DS, PTR, A
 
 from totd_faith.dns64.synthesis import Synthesizer
 from totd_faith.hosts import HostEntry
 from totd_faith.special_purpose import DISCOVERY_ADDRESSES
-
-IN = dns.rdataclass.IN
-A = dns.rdatatype.A
-AAAA = dns.rdatatype.AAAA
-PTR = dns.rdatatype.PTR
-DS = dns.rdatatype.DS
-ANY = dns.rdatatype.ANY
 
 #: RFC 8880 section 7.1 (RFC 7050's well-known name): the special-use name.
 IPV4ONLY = dns.name.from_text("ipv4only.arpa.")

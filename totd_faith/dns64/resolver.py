@@ -23,6 +23,8 @@ import dns.rdatatype
 import dns.rdtypes.ANY.CNAME
 import dns.reversename
 import dns.rrset
+from dns.rdataclass import IN
+from dns.rdatatype import AAAA, CNAME, PTR, RRSIG, A
 
 from totd_faith.config import Config
 from totd_faith.dns64.localzones import LocalZones
@@ -46,12 +48,6 @@ from totd_faith.special_purpose import DISCOVERY_ADDRESSES
 Resolution = Generator[dns.message.QueryMessage, dns.message.Message | None, dns.message.Message]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-IN = dns.rdataclass.IN
-A = dns.rdatatype.A
-AAAA = dns.rdatatype.AAAA
-CNAME = dns.rdatatype.CNAME
-PTR = dns.rdatatype.PTR
-RRSIG = dns.rdatatype.RRSIG
 
 #: TTL of the CNAME synthesized from an ip6.arpa name to its in-addr.arpa name
 #: (RFC 6147 section 5.3.1).  The mapping depends only on our configuration,

@@ -18,16 +18,10 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.IN.AAAA
 import dns.rrset
+from dns.rdataclass import IN
+from dns.rdatatype import AAAA, CNAME, DNAME, RRSIG, SOA, A
 
 from totd_faith.prefix import Nat64Prefix
-
-IN = dns.rdataclass.IN
-A = dns.rdatatype.A
-AAAA = dns.rdatatype.AAAA
-CNAME = dns.rdatatype.CNAME
-DNAME = dns.rdatatype.DNAME
-RRSIG = dns.rdatatype.RRSIG
-SOA = dns.rdatatype.SOA
 
 #: RFC 6147 section 5.1.7: with no SOA in the negative AAAA response, the
 #: synthetic TTL is the A TTL or 600 seconds, whichever is shorter.
