@@ -182,7 +182,7 @@ def _name(data: bytes, offset: int, memo: _Names, own: bool = True) -> tuple[byt
 
 class Reply:
     """An upstream reply, walked: rcode, flags, question end, records, OPT position.
-    Raises _Unusual for anything the fast path does not handle (see :meth:`FastDns64.parse`)."""
+    Raises _Unusual for anything the fast path does not handle (see :meth:`FastDns64.check`)."""
 
     __slots__ = (
         "data",
@@ -469,14 +469,6 @@ class FastDns64:
                 self._question_tails[rdtype],
             )
         )
-
-    @staticmethod
-    def parse(reply: bytes) -> Reply | None:
-        """An upstream reply walked once for the steps below, or None (FALLBACK)."""
-        try:
-            return Reply(reply)
-        except (_Unusual, IndexError, ValueError, struct.error):
-            return None
 
     @staticmethod
     def check(reply: bytes) -> Reply | bytes:

@@ -28,9 +28,10 @@ from hypothesis import strategies as st
 
 from totd_faith.config import Config, from_table
 from totd_faith.dns64 import Dns64
-from totd_faith.dns64fast import FALLBACK, NEED_A, FastAnswer, FastDns64
+from totd_faith.dns64fast import FALLBACK, NEED_A, FastAnswer, FastDns64, Reply
 from totd_faith.dnscache import DnsCache
 from totd_faith.dnswire import scan_query
+from totd_faith.errors import WireError
 from totd_faith.hosts import HostEntry
 from totd_faith.upstream import query_wire
 
@@ -303,6 +304,16 @@ def core_answer(
         return response, sent
 
 
+def parse(wire: bytes) -> Reply | None:
+    """The walked reply the fast path goes on with, or None where it gives up
+    (what :meth:`FastDns64.check` hands the upstream module, less the bytes)."""
+    try:
+        checked = FastDns64.check(wire)
+    except WireError:
+        return None
+    return checked if isinstance(checked, Reply) else None
+
+
 def fast_answer(fast: FastDns64, data: bytes, replies: dict[int, bytes]) -> bytes | None:
     answer = fast_result(fast, data, replies)
     return None if answer is None else answer.wire
@@ -311,7 +322,7 @@ def fast_answer(fast: FastDns64, data: bytes, replies: dict[int, bytes]) -> byte
 def fast_result(fast: FastDns64, data: bytes, replies: dict[int, bytes]) -> FastAnswer | None:
     head = scan_query(data)
     assert head is not None
-    aaaa = fast.parse(replies[28])
+    aaaa = parse(replies[28])
     if aaaa is None:
         return None
     result = fast.after_aaaa(data, head, aaaa)
@@ -320,7 +331,7 @@ def fast_result(fast: FastDns64, data: bytes, replies: dict[int, bytes]) -> Fast
     if isinstance(result, FastAnswer):
         return result
     assert result == NEED_A
-    a = fast.parse(replies[1])
+    a = parse(replies[1])
     if a is None:
         return None
     return fast.after_a(data, head, aaaa, a)
@@ -417,13 +428,13 @@ def compare(fast: CheckedFast, core: Dns64, query: bytes, replies: dict[int, byt
         # The shell would never hand dnspython-malformed bytes to the core; the
         # fast path must not build an answer from them either.
         event("malformed reply")
-        aaaa = fast.parse(replies[28])
+        aaaa = parse(replies[28])
         if 28 in malformed:
             assert aaaa is None
             return ""
         assert aaaa is not None
         if fast.after_aaaa(query, head, aaaa) == NEED_A:
-            assert fast.parse(replies[1]) is None
+            assert parse(replies[1]) is None
         return ""
     expected, sent = core_answer(core, query, replies)
     # Eligible means: the core goes upstream with exactly our AAAA query first
@@ -486,7 +497,7 @@ def repointed(draw: st.DrawFn, wire: bytes) -> bytes:
     earlier offset: names read from inside addresses, TTLs, the question's type
     and so on, as RFC 1035 section 4.1.4 allows (dnspython may refuse the result:
     then the fast path must too)."""
-    reply = FastDns64.parse(wire)
+    reply = parse(wire)
     if reply is None:
         return wire
     pointers = sorted({end - 2 for _, end, hops, own in reply.names.values() if hops and own})
@@ -761,7 +772,7 @@ def test_relayed_ttl_with_the_top_bit_set_goes_to_the_core() -> None:
     wire = bytearray(reply.to_wire())
     ttl_at = wire.index(bytes.fromhex("0000012c"))  # the AAAA record's TTL, 300
     wire[ttl_at : ttl_at + 4] = (2**31).to_bytes(4, "big")
-    parsed = fast.parse(bytes(wire))
+    parsed = parse(bytes(wire))
     assert parsed is not None
     assert fast.after_aaaa(data, head, parsed) is FALLBACK
     expected, _ = core_answer(core, data, {28: bytes(wire)})
