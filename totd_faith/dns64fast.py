@@ -551,21 +551,21 @@ class FastDns64:
     # -- building responses ------------------------------------------------------
 
     @staticmethod
-    def _head(
-        data: bytes, head: QueryHead, rcode: int, ad: bool, counts: tuple[int, int, int]
-    ) -> bytes:
-        # dns64.messages.new_response: QR, RA, the client's RD and CD, opcode
-        # QUERY (0); relay: the reply's RCODE, AD as decided by the caller.
-        byte3 = _B3_RA | (data[3] & _B3_CD) | (_B3_AD if ad else 0) | rcode
-        edns = 1 if head[2] & KEY_EDNS else 0
-        return b"".join(
-            (
+    def _head(data: bytes, head: QueryHead, flags: int, an: int, ns: int, ar: int) -> bytes:
+        """The response's header and the client's question.  dns64.messages.new_response:
+        QR, RA, the client's RD and CD, opcode QUERY; ``flags`` adds the RCODE and
+        AD; ``ar`` counts the additional records without our OPT."""
+        return (
+            _HEAD_OUT.pack(
                 data[:2],
-                _HEADER.pack(
-                    0, _B2_QR | (data[2] & _B2_RD), byte3, 1, counts[0], counts[1], counts[2] + edns
-                )[2:],
-                data[HEADER_SIZE : head[1]],
+                _B2_QR | (data[2] & _B2_RD),
+                _B3_RA | (data[3] & _B3_CD) | flags,
+                1,
+                an,
+                ns,
+                ar + (1 if head[2] & KEY_EDNS else 0),
             )
+            + data[HEADER_SIZE : head[1]]
         )
 
     def _relay(self, data: bytes, head: QueryHead, reply: Reply) -> FastAnswer:
@@ -589,20 +589,17 @@ class FastDns64:
         edns = head[2] & KEY_EDNS
         wire = b"".join(
             (
-                _HEAD_OUT.pack(
-                    data[:2],
-                    # dns64.messages.new_response: QR, RA, the client's RD and CD,
-                    # opcode QUERY, the reply's RCODE; RFC 6840 section 5.7: AD only
-                    # for a client that asked for it (AD or DO; DO never gets here)
-                    # and only as the upstream asserted it.
-                    _B2_QR | (data[2] & _B2_RD),
-                    _B3_RA | (data[3] & _B3_CD) | (reply.byte3 & data[3] & _B3_AD) | rcode,
-                    1,
+                self._head(
+                    data,
+                    head,
+                    # The reply's RCODE; RFC 6840 section 5.7: AD only for a client
+                    # that asked for it (AD or DO; DO never gets here) and only as
+                    # the upstream asserted it.
+                    (reply.byte3 & data[3] & _B3_AD) | rcode,
                     counts[0],
                     counts[1],
-                    counts[2] + (edns > 0) - (reply.opt_start >= 0),
+                    counts[2] - (reply.opt_start >= 0),
                 ),
-                data[HEADER_SIZE:question_end],
                 reply_data[question_end:body_end],
                 _OPT_TO_CLIENT if edns else b"",
             )
@@ -755,16 +752,8 @@ class FastDns64:
         edns = head[2] & KEY_EDNS
         wire = b"".join(
             (
-                _HEAD_OUT.pack(
-                    data[:2],
-                    _B2_QR | (data[2] & _B2_RD),
-                    _B3_RA | (data[3] & _B3_CD),  # NOERROR, no AD (RFC 6147 section 5.5)
-                    1,
-                    kept + count,
-                    counts[1],
-                    counts[2] + (edns > 0) - (a.opt_start >= 0),
-                ),
-                data[HEADER_SIZE:question_end],
+                # NOERROR, no AD (RFC 6147 section 5.5: synthetic data is not signed).
+                self._head(data, head, 0, kept + count, counts[1], counts[2] - (a.opt_start >= 0)),
                 reply[question_end:changed],
                 *answers,
                 body,
@@ -800,7 +789,7 @@ class FastDns64:
             sum(1 for r in records if r[0] == 2),
             a.additional_count(),
         )
-        writer = _Writer(self._head(data, head, 0, False, counts), data[HEADER_SIZE : head[1] - 4])
+        writer = _Writer(self._head(data, head, 0, *counts), data[HEADER_SIZE : head[1] - 4])
         for record in records:
             rtype = record[2]
             if record[0] == 1 and rtype == TYPE_A:
