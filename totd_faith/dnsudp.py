@@ -146,7 +146,7 @@ class UdpListener:
                     if client_class >= 0:
                         found = service.cache.get_fresh((qkey, qflags | client_class), now)
                         if found is not None:
-                            hit, fresh_until = found
+                            hit = found[0]
                             # ID from the query; RD copied (RFC 1035 section 4.1.1);
                             # the question exactly as asked, letter case included.
                             out = b"".join(
@@ -176,7 +176,7 @@ class UdpListener:
                                     replays.clear()
                                 replays[data[2:]] = (
                                     out[2:],
-                                    fresh_until,
+                                    found[1],
                                     client_class,
                                     qtype,
                                     rcode,
