@@ -19,7 +19,6 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import dns.message
@@ -184,9 +183,7 @@ class UdpListener:
                             return
                 if service.admit(data):
                     limit = head[3] if head is not None else udp_limit(data)
-                    service.handle(
-                        data, addr[0], head, client_class, limit, partial(send_answer, addr)
-                    )
+                    service.handle_to(data, addr[0], head, client_class, limit, send_answer, addr)
             except Exception:
                 stats.errors += 1
                 log.debug("dns: failed to handle a UDP packet from %s", addr, exc_info=True)
