@@ -21,6 +21,7 @@ from totd_faith.dnswire import (
     TYPE_OPT,
     TYPE_SOA,
     Layout,
+    Record,
     walk_response,
 )
 from totd_faith.errors import WireError
@@ -67,11 +68,8 @@ def lifetime(
     return ttl if ttl > 0 else 0
 
 
-def cache_ttl(layout: Layout, data: bytes, max_ttl: int, max_negative_ttl: int) -> int:
-    """:func:`lifetime` of a walked response (0 for a truncated one: not the real answer)."""
-    if layout.flags & 0x0200:
-        return 0
-    records = [r for r in layout.records if r.rtype != TYPE_OPT]
+def _negative(layout: Layout, records: list[Record], data: bytes) -> tuple[bool, int]:
+    """Whether a walked response is negative, and its SOA's MINIMUM (-1: none)."""
     # RFC 2308 section 2.1/2.2: NXDOMAIN, or NOERROR without an answer of the
     # type asked for (after any CNAME/DNAME chain), is a negative answer.
     negative = layout.rcode == RCODE_NXDOMAIN or not any(
@@ -79,19 +77,10 @@ def cache_ttl(layout: Layout, data: bytes, max_ttl: int, max_negative_ttl: int) 
         for r in records
         if r.section == SECTION_ANSWER
     )
-    soa_minimum = -1
     for r in records:
         if r.section == SECTION_AUTHORITY and r.rtype == TYPE_SOA:
-            soa_minimum = _ttl(_U32.unpack_from(data, r.rdata_end - 4)[0])
-            break
-    return lifetime(
-        layout.rcode,
-        negative,
-        [_ttl(r.ttl) for r in records],
-        soa_minimum,
-        max_ttl,
-        max_negative_ttl,
-    )
+            return negative, _ttl(_U32.unpack_from(data, r.rdata_end - 4)[0])
+    return negative, -1
 
 
 #: A cache entry, as a plain tuple (built once per cache miss, read on every
@@ -184,13 +173,17 @@ class DnsCache:
             layout = walk_response(wire)
         except WireError:
             return 0
-        ttl = cache_ttl(layout, wire, self.max_ttl, self.max_negative_ttl)
-        if ttl <= 0:
-            return 0
         records = [r for r in layout.records if r.rtype != TYPE_OPT]
-        offsets = tuple(r.ttl_offset for r in records)
-        self._store(key, wire, offsets, tuple(_ttl(r.ttl) for r in records), now, ttl)
-        return ttl
+        negative, soa_minimum = _negative(layout, records, wire)
+        return self.put_known(
+            key,
+            wire,
+            tuple(r.ttl_offset for r in records),
+            tuple(_ttl(r.ttl) for r in records),
+            negative,
+            soa_minimum,
+            now,
+        )
 
     def put_known(
         self,
@@ -212,27 +205,16 @@ class DnsCache:
         )
         if ttl <= 0 or wire[2] & 0x02:  # TC: not the real answer
             return 0
-        self._store(key, wire, ttl_offsets, ttls, now, ttl)
-        return ttl
-
-    def _store(
-        self,
-        key: Hashable,
-        wire: bytes,
-        offsets: tuple[int, ...],
-        ttls: tuple[int, ...],
-        now: float,
-        ttl: int,
-    ) -> None:
-        cost = entry_cost(wire)
+        cost = 2 * len(wire) + ENTRY_OVERHEAD  # entry_cost(wire), written out: once per miss
         if cost > self.max_bytes:
-            return
+            return 0
         entries = self._entries
         old = entries.pop(key, None)
         if old is not None:
             self.bytes -= old[8]
         # A new key goes last in the OrderedDict: the most recently used.
-        entries[key] = (wire, now + 1, now + ttl, now, offsets, ttls, wire, 0, cost)
+        entries[key] = (wire, now + 1, now + ttl, now, ttl_offsets, ttls, wire, 0, cost)
         self.bytes += cost
         while len(entries) > self.size or self.bytes > self.max_bytes:
             self.bytes -= entries.popitem(last=False)[1][8]
+        return ttl
