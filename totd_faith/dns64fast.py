@@ -253,20 +253,20 @@ class Reply:
         offset = HEADER_SIZE
         # The question's name: plain labels (the client's, see scan_query).  Its
         # label starts are where later names may point (see _tail_name).
-        labels: _Labels = {}
+        starts = []
         while True:
             length = data[offset]
             if not length:
                 break
             if length > 63:
                 return False
-            labels[offset] = (0, 0)
+            starts.append(offset)
             offset += length + 1
         if offset - HEADER_SIZE > 254:  # RFC 1035 section 2.3.4: 255 with the root
             return False
-        for start in labels:
-            labels[start] = (offset + 1 - start, 0)
-        offset += 5
+        offset += 1
+        labels: _Labels = {start: (offset - start, 0) for start in starts}
+        offset += 4
         self.question_end = offset
         if ancount:
             found = []
@@ -288,16 +288,18 @@ class Reply:
             return True
         if nscount != 1 or arcount > 1:
             return False
-        # The SOA: any owner; MNAME and RNAME as dnspython reads them; 20 bytes more.
-        names: _Names = {}
-        offset = _name(data, offset, names)[1]
+        # The SOA: its owner, MNAME and RNAME read as dnspython reads them (with
+        # _tail_name's stricter pointers); 20 bytes more.
+        moving: list[int] = []  # nothing moves: the reply is relayed, not spliced
+        offset = _tail_name(data, offset, labels, offset, moving)
         rtype, rclass, ttl, rdlength = _RR.unpack_from(data, offset)
         if rtype != TYPE_SOA or rclass != 1 or ttl > _TTL_MAX:
             return False
         start = offset + 10
         end = start + rdlength
-        offset = _name(data, _name(data, start, names)[1], names)[1] + 20
-        if offset != end or not _plain_end(data, end, arcount):
+        offset = _tail_name(data, start, labels, start, moving)  # MNAME
+        offset = _tail_name(data, offset, labels, start, moving)  # RNAME
+        if offset + 20 != end or not _plain_end(data, end, arcount):
             return False
         # As _negative_ttl reads it: min(TTL, MINIMUM), MINIMUM the last 4 bytes.
         self.nodata_ttl = min(ttl, _U32.unpack_from(data, end - 4)[0])
@@ -457,7 +459,16 @@ def _plain_tail(data: bytes, offset: int, nscount: int, arcount: int, labels: _L
             if index != count - 1 or index < nscount or not _plain_end(data, offset, 1):
                 raise _Unusual
             return _Tail(start, offset, moving, ttl_offsets, ttls)
-        offset = _tail_name(data, offset, labels, start, moving)
+        length = data[offset]
+        if length >= 0xC0 and (((length & 0x3F) << 8) | data[offset + 1]) < start:
+            # A bare pointer to a label start before the tail (the common owner):
+            # nothing moves and no label starts here; the rest as _tail_name.
+            known = labels.get(((length & 0x3F) << 8) | data[offset + 1])
+            if known is None or known[1] >= _MAX_POINTERS:
+                raise _Unusual
+            offset += 2
+        else:
+            offset = _tail_name(data, offset, labels, start, moving)
         rtype, rclass, ttl, rdlength = _RR.unpack_from(data, offset)
         rdata = offset + 10
         end = rdata + rdlength
