@@ -31,8 +31,10 @@ import os
 import socket
 import struct
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
+from itertools import chain
 from typing import Any
 
 import dns.message
@@ -68,35 +70,25 @@ ReplyCheck = Callable[[bytes], Any]
 ReplyCallback = Callable[[Any], None]
 
 
-class _RandomIds:
-    """Unpredictable 16-bit numbers for query IDs and socket choice (RFC 5452
+def _random_source() -> Callable[[], int]:
+    """Unpredictable 32-bit numbers for query IDs and socket choice (RFC 5452
     section 9.2), from the OS CSPRNG 4 KiB at a time: ``secrets.randbits``
     makes one getrandom() system call per number, which was ~13 % of a cache
-    miss's CPU.  The pool is dropped in forked children (worker processes),
-    which must not repeat their parent's numbers."""
-
-    __slots__ = ("pool", "position")
-
-    def __init__(self) -> None:
-        self.pool = b""
-        self.position = 0
-        os.register_at_fork(after_in_child=self.reset)
-
-    def reset(self) -> None:
-        self.pool = b""
-        self.position = 0
-
-    def next16(self) -> int:
-        position = self.position
-        pool = self.pool
-        if position + 2 > len(pool):
-            pool = self.pool = os.urandom(4096)
-            position = 0
-        self.position = position + 2
-        return (pool[position] << 8) | pool[position + 1]
+    miss's CPU.  The numbers come out of a C iterator, so a draw costs no
+    Python call."""
+    blocks = iter(lambda: array("I", os.urandom(4096)), None)
+    return chain.from_iterable(blocks).__next__
 
 
-_random16 = _RandomIds().next16
+def _reseed() -> None:
+    # Forked children (worker processes) must not repeat their parent's numbers.
+    global _random32
+    _random32 = _random_source()
+
+
+_random32 = _random_source()
+os.register_at_fork(after_in_child=_reseed)
+assert array("I").itemsize >= 4, "the draw splits 32 bits into an ID and a socket index"
 
 
 def query_wire(message: dns.message.Message) -> bytes:
@@ -198,13 +190,6 @@ class _UdpChannel:
         self.uses = 0
         self.retired = False
         self.closed = False
-
-    def new_id(self) -> int:
-        pending = self.pending
-        while True:
-            qid = _random16()
-            if qid not in pending:
-                return qid
 
     def _readable(self) -> None:
         recv = self.sock.recv
@@ -361,7 +346,10 @@ class UpstreamPool:
         """
         if not question:
             question = wire[HEADER_SIZE : skip_name(wire, HEADER_SIZE) + 4].lower()
-        ask = _Ask(wire, question, check, callback, self._ordered())
+        order = self._order
+        if order is None or self._order_until:
+            order = self._ordered()
+        ask = _Ask(wire, question, check, callback, order)
         if self._closed:
             self.loop.call_soon(callback, None)
             return
@@ -370,18 +358,28 @@ class UpstreamPool:
     def _send(self, ask: _Ask) -> None:
         """Start attempt number ``ask.attempt`` over UDP."""
         upstream = ask.order[ask.attempt]
-        try:
-            channel = self._channel(upstream)
-        except OSError as exc:
-            log.debug("upstream %s: cannot open a UDP socket: %s", upstream.endpoint, exc)
-            # Not from inside ask(): the caller must not be called back re-entrantly.
-            self.loop.call_soon(self.failed_attempt, ask)
-            return
-        qid = channel.new_id()
-        channel.pending[qid] = ask
+        # RFC 5452 section 9.2: an unpredictable socket (source port) and ID, from
+        # one draw: the high half picks the socket, the low half is the ID.
+        bits = _random32()
+        index = (bits >> 16) % SOCKETS_PER_UPSTREAM  # a power of two: unbiased
+        channel = upstream.channels[index]
+        if channel is None or channel.uses >= SOCKET_USES or channel.closed:
+            try:
+                channel = self._replace_channel(upstream, index)
+            except OSError as exc:
+                log.debug("upstream %s: cannot open a UDP socket: %s", upstream.endpoint, exc)
+                # Not from inside ask(): the caller must not be called back re-entrantly.
+                self.loop.call_soon(self.failed_attempt, ask)
+                return
+        channel.uses += 1
+        pending = channel.pending
+        qid = bits & 0xFFFF
+        while qid in pending:
+            qid = _random32() & 0xFFFF
+        pending[qid] = ask
         ask.channel = channel
         ask.qid = qid
-        loop = self.loop
+        loop = self._loop or self.loop
         deadlines = self._deadlines
         # Forget finished entries at the head, so the queue stays about as long
         # as the number of queries in flight.
@@ -416,15 +414,13 @@ class UpstreamPool:
                 # e.g. ECONNREFUSED from an earlier ICMP error.
                 channel.error(exc)
 
-    def _channel(self, upstream: _Upstream) -> _UdpChannel:
-        index = _random16() % SOCKETS_PER_UPSTREAM  # a power of two: unbiased
-        channel = upstream.channels[index]
-        if channel is None or channel.uses >= SOCKET_USES or channel.closed:
-            if channel is not None:
-                channel.retired = True
-                channel.release()
-            channel = upstream.channels[index] = _UdpChannel(self, upstream)
-        channel.uses += 1
+    def _replace_channel(self, upstream: _Upstream, index: int) -> _UdpChannel:
+        """A new socket in slot ``index``, retiring the one it replaces."""
+        old = upstream.channels[index]
+        if old is not None:
+            old.retired = True
+            old.release()
+        channel = upstream.channels[index] = _UdpChannel(self, upstream)
         return channel
 
     def _sweep(self) -> None:
@@ -487,7 +483,7 @@ class UpstreamPool:
     ) -> tuple[int, Any] | None:
         """RFC 7766 section 6.2.1: query over TCP, two-byte length prefix.
         Returns (rcode, checked reply) or None."""
-        qid = _random16()
+        qid = _random32() & 0xFFFF
         writer: asyncio.StreamWriter | None = None
         try:
             async with asyncio.timeout(self.timeout):
