@@ -59,7 +59,7 @@ _LENGTH = struct.Struct("!H")
 _ID_BYTES = [_LENGTH.pack(i) for i in range(65_536)]
 
 _UNREACHABLE_ERRNOS = frozenset((errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH))
-_SERVER_ERRORS = (dns.rcode.SERVFAIL, dns.rcode.REFUSED)
+_SERVER_ERRORS = frozenset((int(dns.rcode.SERVFAIL), int(dns.rcode.REFUSED)))
 
 #: Turns an accepted reply's bytes into what the caller wants (a message, the
 #: bytes, a walked reply...); raising means "garbage": ignored, keep waiting
@@ -124,11 +124,22 @@ def query_wire(message: dns.message.Message) -> bytes:
 def reply_matches(data: bytes, qid: int, question: bytes) -> bool:
     """Is ``data`` a response to the query with ``qid`` and (lowercased) ``question``?"""
     return (
-        len(data) >= HEADER_SIZE + len(question)
-        and ((data[0] << 8) | data[1]) == qid
-        and bool(data[2] & 0x80)
-        and data[4:6] == b"\x00\x01"
-        and data[HEADER_SIZE : HEADER_SIZE + len(question)].lower() == question
+        len(data) >= HEADER_SIZE and ((data[0] << 8) | data[1]) == qid and _echoes(data, question)
+    )
+
+
+def _echoes(data: bytes, question: bytes) -> bool:
+    """Is ``data``, at least a header long, a response (QR) with one question,
+    ``question`` (lowercased) in any letter case (RFC 5452 section 9.1)?"""
+    return (
+        data[2] >= 0x80
+        and data[4] == 0
+        and data[5] == 1
+        # The name usually comes back in the case it was sent in, mostly lower.
+        and (
+            data.startswith(question, HEADER_SIZE)
+            or data[HEADER_SIZE : HEADER_SIZE + len(question)].lower() == question
+        )
     )
 
 
@@ -196,6 +207,7 @@ class _UdpChannel:
         pending = self.pending
         pool = self.pool
         stats = pool.stats
+        upstream = self.upstream
         for _ in range(_BATCH):
             try:
                 data = recv(_RECV_SIZE)
@@ -204,9 +216,9 @@ class _UdpChannel:
             except OSError as exc:
                 self.error(exc)
                 return
-            qid = (data[0] << 8) | data[1] if len(data) >= 2 else -1
+            qid = (data[0] << 8) | data[1] if len(data) >= HEADER_SIZE else -1
             ask = pending.get(qid)
-            if ask is None or not reply_matches(data, qid, ask.question):
+            if ask is None or not _echoes(data, ask.question):
                 stats.upstream_ignored += 1
                 continue
             if data[2] & 0x02:  # TC (RFC 1035 section 4.1.1): the full answer needs TCP
@@ -224,7 +236,11 @@ class _UdpChannel:
             ask.channel = None
             if self.retired:
                 self.release()
-            pool.answered(ask, data[3] & 0x0F, result)
+            rcode = data[3] & 0x0F
+            if upstream.failures or rcode in _SERVER_ERRORS:
+                pool.answered(ask, rcode, result)  # health to update, or moving on
+            else:
+                ask.callback(result)  # the common case of answered(), without the call
 
     def error(self, exc: OSError) -> None:
         if exc.errno in _UNREACHABLE_ERRNOS:
@@ -444,7 +460,7 @@ class UpstreamPool:
 
     def answered(self, ask: _Ask, rcode: int, result: Any) -> None:
         upstream = ask.order[ask.attempt]
-        if upstream.failures or upstream.down_until:
+        if upstream.failures:  # (down_until is only set with failures)
             self._succeeded(upstream)
         if rcode in _SERVER_ERRORS:
             ask.fallback = result

@@ -39,6 +39,11 @@ def test_wrong_id_question_type_or_direction_is_rejected():
     as_query[2] &= 0x7F
     assert not reply_matches(bytes(as_query), 7, question)
     assert not reply_matches(good.to_wire()[:20], 7, question)
+    assert not reply_matches(good.to_wire()[:11], 7, question)
+    for qdcount in (b"\x00\x00", b"\x00\x02", b"\x01\x01"):  # RFC 5452 9.1: one question
+        other_count = bytearray(good.to_wire())
+        other_count[4:6] = qdcount
+        assert not reply_matches(bytes(other_count), 7, question)
     assert not reply_matches(b"", 7, question)
 
 
