@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Sequence
 
 from totd_faith.dnswire import (
     SECTION_ANSWER,
@@ -21,6 +21,7 @@ from totd_faith.dnswire import (
     TYPE_OPT,
     TYPE_SOA,
     Layout,
+    Record,
     walk_response,
 )
 from totd_faith.errors import WireError
@@ -39,7 +40,7 @@ def _ttl(value: int) -> int:
 def lifetime(
     rcode: int,
     negative: bool,
-    ttls: Iterable[int],
+    ttls: Sequence[int],
     soa_minimum: int,
     max_ttl: int,
     max_negative_ttl: int,
@@ -54,7 +55,7 @@ def lifetime(
     """
     if rcode not in (RCODE_NOERROR, RCODE_NXDOMAIN):
         return 0
-    ttl = min(ttls, default=max_ttl)
+    ttl = min(ttls) if ttls else max_ttl
     if ttl > max_ttl:
         ttl = max_ttl
     if negative:
@@ -64,14 +65,11 @@ def lifetime(
         # RFC 2308 section 5: the negative TTL is the lesser of the SOA's TTL and
         # its MINIMUM field (the last 32 bits of the SOA RDATA).
         ttl = min(ttl, soa_minimum, max_negative_ttl)
-    return max(ttl, 0)
+    return ttl if ttl > 0 else 0
 
 
-def cache_ttl(layout: Layout, data: bytes, max_ttl: int, max_negative_ttl: int) -> int:
-    """:func:`lifetime` of a walked response (0 for a truncated one: not the real answer)."""
-    if layout.flags & 0x0200:
-        return 0
-    records = [r for r in layout.records if r.rtype != TYPE_OPT]
+def _negative(layout: Layout, records: list[Record], data: bytes) -> tuple[bool, int]:
+    """Whether a walked response is negative, and its SOA's MINIMUM (-1: none)."""
     # RFC 2308 section 2.1/2.2: NXDOMAIN, or NOERROR without an answer of the
     # type asked for (after any CNAME/DNAME chain), is a negative answer.
     negative = layout.rcode == RCODE_NXDOMAIN or not any(
@@ -79,39 +77,22 @@ def cache_ttl(layout: Layout, data: bytes, max_ttl: int, max_negative_ttl: int) 
         for r in records
         if r.section == SECTION_ANSWER
     )
-    soa_minimum = -1
     for r in records:
         if r.section == SECTION_AUTHORITY and r.rtype == TYPE_SOA:
-            soa_minimum = _ttl(_U32.unpack_from(data, r.rdata_end - 4)[0])
-            break
-    return lifetime(
-        layout.rcode,
-        negative,
-        [_ttl(r.ttl) for r in records],
-        soa_minimum,
-        max_ttl,
-        max_negative_ttl,
-    )
+            return negative, _ttl(_U32.unpack_from(data, r.rdata_end - 4)[0])
+    return negative, -1
 
 
-class _Entry:
-    __slots__ = ("template", "offsets", "ttls", "stored", "expires", "age", "wire", "fresh_until")
+#: A cache entry, as a plain tuple (built once per cache miss, read on every
+#: hit: cheaper than an object with attributes).  The first two items are what
+#: :meth:`DnsCache.get_fresh` promises: the response with TTLs counted down to
+#: ``age`` seconds, exact until ``fresh_until`` (the next whole second of age).
+#: Then: expires, stored (the ``now`` of the put), TTL offsets, TTLs as stored,
+#: the template (the response as stored), age, and the memory it is counted as
+#: taking (:func:`entry_cost`).
+CacheEntry = tuple[bytes, float, float, float, tuple[int, ...], tuple[int, ...], bytes, int, int]
 
-    def __init__(
-        self, wire: bytes, offsets: tuple[int, ...], ttls: tuple[int, ...], now: float, ttl: int
-    ) -> None:
-        self.template = wire
-        self.offsets = offsets
-        self.ttls = ttls
-        self.stored = now
-        self.expires = now + ttl
-        self.age = 0
-        self.wire = wire
-        #: ``wire`` is right until the age reaches the next whole second.
-        self.fresh_until = now + 1
-
-
-#: Bytes counted per entry beyond its wire bytes (key, entry object, offsets),
+#: Bytes counted per entry beyond its wire bytes (key, entry tuple, offsets),
 #: and each entry's wire is counted twice (the stored template and the aged copy).
 ENTRY_OVERHEAD = 400
 
@@ -138,7 +119,7 @@ class DnsCache:
         self.max_bytes = max_bytes
         #: What the entries are counted as taking now (at most max_bytes).
         self.bytes = 0
-        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._entries: OrderedDict[Hashable, CacheEntry] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -152,33 +133,37 @@ class DnsCache:
 
         The caller still has to put in the client's ID, RD bit and question.
         """
-        found = self.get_fresh(key, now)
-        return None if found is None else found[0]
+        entry = self.get_fresh(key, now)
+        return None if entry is None else entry[0]
 
-    def get_fresh(self, key: Hashable, now: float) -> tuple[bytes, float] | None:
-        """Like :meth:`get`, plus the time until which those bytes stay exact
-        (the next whole second of age, when every TTL drops by one)."""
-        entry = self._entries.get(key)
+    def get_fresh(self, key: Hashable, now: float) -> CacheEntry | None:
+        """Like :meth:`get`: the entry, whose first two items are the response
+        with TTLs reduced by its age and the time until which those bytes stay
+        exact (the next whole second of age, when every TTL drops by one)."""
+        entries = self._entries
+        entry = entries.get(key)
         if entry is None:
             return None
-        if now < entry.fresh_until:
-            self._entries.move_to_end(key)
-            return entry.wire, entry.fresh_until
-        if now >= entry.expires:
-            del self._entries[key]
-            self.bytes -= entry_cost(entry.template)
+        if now < entry[1]:
+            entries.move_to_end(key)
+            return entry
+        wire, _, expires, stored, offsets, ttls, template, age, cost = entry
+        if now >= expires:
+            del entries[key]
+            self.bytes -= cost
             return None
-        age = int(now - entry.stored)
-        if age != entry.age:
+        new_age = int(now - stored)
+        if new_age != age:
             # Rewrite the TTL fields once per second of age, not once per hit.
-            buffer = bytearray(entry.template)
-            for offset, ttl in zip(entry.offsets, entry.ttls, strict=True):
-                _U32.pack_into(buffer, offset, max(ttl - age, 0))
-            entry.wire = bytes(buffer)
-            entry.age = age
-        entry.fresh_until = min(entry.stored + age + 1, entry.expires)
-        self._entries.move_to_end(key)
-        return entry.wire, entry.fresh_until
+            buffer = bytearray(template)
+            for offset, ttl in zip(offsets, ttls, strict=True):
+                _U32.pack_into(buffer, offset, max(ttl - new_age, 0))
+            wire = bytes(buffer)
+        fresh_until = min(stored + new_age + 1, expires)
+        entry = (wire, fresh_until, expires, stored, offsets, ttls, template, new_age, cost)
+        entries[key] = entry
+        entries.move_to_end(key)
+        return entry
 
     def put(self, key: Hashable, wire: bytes, now: float) -> int:
         """Cache ``wire`` if its rcode and TTLs allow; returns the TTL used (0: not cached)."""
@@ -188,13 +173,17 @@ class DnsCache:
             layout = walk_response(wire)
         except WireError:
             return 0
-        ttl = cache_ttl(layout, wire, self.max_ttl, self.max_negative_ttl)
-        if ttl <= 0:
-            return 0
         records = [r for r in layout.records if r.rtype != TYPE_OPT]
-        offsets = tuple(r.ttl_offset for r in records)
-        self._store(key, _Entry(wire, offsets, tuple(_ttl(r.ttl) for r in records), now, ttl))
-        return ttl
+        negative, soa_minimum = _negative(layout, records, wire)
+        return self.put_known(
+            key,
+            wire,
+            tuple(r.ttl_offset for r in records),
+            tuple(_ttl(r.ttl) for r in records),
+            negative,
+            soa_minimum,
+            now,
+        )
 
     def put_known(
         self,
@@ -211,23 +200,21 @@ class DnsCache:
         ``soa_minimum`` as for :func:`lifetime`): no walk over the bytes."""
         if self.size <= 0:
             return 0
-        rcode = wire[3] & 0x0F
-        ttl = lifetime(rcode, negative, ttls, soa_minimum, self.max_ttl, self.max_negative_ttl)
-        if ttl <= 0 or wire[2] & 0x02:
+        ttl = lifetime(
+            wire[3] & 0x0F, negative, ttls, soa_minimum, self.max_ttl, self.max_negative_ttl
+        )
+        if ttl <= 0 or wire[2] & 0x02:  # TC: not the real answer
             return 0
-        self._store(key, _Entry(wire, ttl_offsets, ttls, now, ttl))
-        return ttl
-
-    def _store(self, key: Hashable, entry: _Entry) -> None:
-        cost = entry_cost(entry.template)
+        cost = 2 * len(wire) + ENTRY_OVERHEAD  # entry_cost(wire), written out: once per miss
         if cost > self.max_bytes:
-            return
+            return 0
         entries = self._entries
-        old = entries.get(key)
+        old = entries.pop(key, None)
         if old is not None:
-            self.bytes -= entry_cost(old.template)
-        entries[key] = entry
-        entries.move_to_end(key)
+            self.bytes -= old[8]
+        # A new key goes last in the OrderedDict: the most recently used.
+        entries[key] = (wire, now + 1, now + ttl, now, ttl_offsets, ttls, wire, 0, cost)
         self.bytes += cost
         while len(entries) > self.size or self.bytes > self.max_bytes:
-            self.bytes -= entry_cost(entries.popitem(last=False)[1].template)
+            self.bytes -= entries.popitem(last=False)[1][8]
+        return ttl

@@ -37,7 +37,7 @@ import dns.rdatatype
 from totd_faith.config import Config
 from totd_faith.dns64fast import FastAnswer, FastDns64
 from totd_faith.dnscache import DnsCache
-from totd_faith.dnsmiss import Deliver, Miss
+from totd_faith.dnsmiss import Deliver, Miss, Send, as_deliver, deliver_to
 from totd_faith.dnsreply import MessageReader
 from totd_faith.dnssockets import listening_socket
 from totd_faith.dnsstats import DnsStats
@@ -407,8 +407,23 @@ class DnsService:
     ) -> None:
         """Answer an admitted query (see :meth:`admit`): ``deliver`` gets the
         response bytes (None: drop it) exactly once, and the in-flight slot is
-        released just before.  A plain AAAA miss takes the wire-level path
-        (totd_faith.dnsmiss); everything else the DNS64 core."""
+        released just before."""
+        self.handle_to(data, host, head, client_class, limit, deliver_to, deliver)
+
+    def handle_to(
+        self,
+        data: bytes,
+        host: str,
+        head: QueryHead | None,
+        client_class: int,
+        limit: int,
+        send: Send,
+        peer: Any,
+    ) -> None:
+        """:meth:`handle`, with the answer going to ``send(peer, wire)``: for UDP
+        the listener's one bound method and the client's address, so that a
+        miss builds no callable of its own.  A plain AAAA miss takes the
+        wire-level path (totd_faith.dnsmiss); everything else the DNS64 core."""
         fast = self.fast
         if (
             fast is not None
@@ -416,8 +431,9 @@ class DnsService:
             and client_class == KEY_SYNTH
             and fast.eligible(data, head)
         ):
-            Miss(self, fast, data, host, head, client_class, limit, deliver).start()
+            Miss(self, fast, data, host, head, limit, send, peer).start()
         else:
+            deliver = as_deliver(send, peer)
             self.spawn(self._core(data, host, head, client_class, limit, None, deliver))
 
     def fast_answered(self, miss: Miss, answer: FastAnswer) -> None:
@@ -432,7 +448,8 @@ class DnsService:
                 stats.synthesized += 1
             head = miss.head
             self.cache.put_known(
-                (head[0], head[2] | miss.client_class),
+                # A Miss is only for clients that get synthesis (see handle).
+                (head[0], head[2] | KEY_SYNTH),
                 wire,
                 answer.ttl_offsets,
                 answer.ttls,
@@ -449,8 +466,11 @@ class DnsService:
             stats.errors += 1
             log.debug("dns: failed to finish an answer for %s", miss.host, exc_info=True)
             wire = header_response(miss.data, dns.rcode.SERVFAIL) or b""
-        self._release()
-        miss.deliver(wire)
+        # _release, written out: this runs once per miss.
+        self.inflight -= 1
+        if not self.inflight and self._drained is not None:
+            self._drained.set()
+        miss.send(miss.peer, wire)
 
     def to_core(self, miss: Miss, prefetched: dict[bytes, bytes | None]) -> None:
         """Hand a miss the fast path does not handle to the core, with the
@@ -460,10 +480,10 @@ class DnsService:
                 miss.data,
                 miss.host,
                 miss.head,
-                miss.client_class,
+                KEY_SYNTH,
                 miss.limit,
                 prefetched,
-                miss.deliver,
+                as_deliver(miss.send, miss.peer),
             )
         )
 

@@ -19,7 +19,6 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import dns.message
@@ -52,6 +51,8 @@ class UdpListener:
         self.closed = False
         #: Answers waiting for the end of this turn of the loop (see send_answer).
         self._outbox: list[tuple[bytes, tuple[Any, ...]]] = []
+        #: Everything but a replay: the scanned cache look-up, else the slow path.
+        self.other = self._scanned()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_reader(self.sock.fileno(), self._reader())
@@ -118,66 +119,76 @@ class UdpListener:
 
         return readable
 
-    def other(self, data: bytes, addr: tuple[Any, ...], now: float) -> None:
-        """Everything but a replay: the scanned cache lookup, else the slow path."""
+    def _scanned(self) -> Callable[[bytes, tuple[Any, ...], float], None]:
+        """:attr:`other` as a closure, like :meth:`_reader` (the cache itself is
+        looked up through the service: a reload replaces it)."""
         service = self.service
+        memo = service.memo
+        classify = service.classify
+        replays = service.replays
         stats = service.stats
-        try:
-            head = scan_query(data)
-            if head is not None:
-                host = addr[0]
-                client_class = service.memo.get(host)
-                if client_class is None:
-                    client_class = service.classify(host)
-                if client_class >= 0:
-                    found = service.cache.get_fresh((head[0], head[2] | client_class), now)
-                    if found is not None:
-                        hit = found[0]
-                        question_end = head[1]
-                        # ID from the query; RD copied (RFC 1035 section 4.1.1);
-                        # the question exactly as asked, letter case included.
-                        out = b"".join(
-                            (
-                                data[:2],
-                                _RD_PATCH[hit[2] & 0xFE | data[2] & 0x01],
-                                hit[3:HEADER_SIZE],
-                                data[HEADER_SIZE:question_end],
-                                hit[question_end:],
+        by_type = stats.queries_by_type
+        by_rcode = stats.responses_by_rcode
+        append = self._outbox.append
+        send_answer = self.send_answer
+
+        def other(data: bytes, addr: tuple[Any, ...], now: float) -> None:
+            try:
+                head = scan_query(data)
+                if head is None:
+                    client_class = REFUSED_CLIENT
+                else:
+                    qkey, question_end, qflags, payload, qtype = head
+                    host = addr[0]
+                    known = memo.get(host)
+                    client_class = classify(host) if known is None else known
+                    if client_class >= 0:
+                        found = service.cache.get_fresh((qkey, qflags | client_class), now)
+                        if found is not None:
+                            hit = found[0]
+                            # ID from the query; RD copied (RFC 1035 section 4.1.1);
+                            # the question exactly as asked, letter case included.
+                            out = b"".join(
+                                (
+                                    data[:2],
+                                    _RD_PATCH[hit[2] & 0xFE | data[2] & 0x01],
+                                    hit[3:HEADER_SIZE],
+                                    data[HEADER_SIZE:question_end],
+                                    hit[question_end:],
+                                )
                             )
-                        )
-                        if len(out) > head[3]:
-                            # Too big for this client over UDP: cut at an RRset
-                            # boundary and set TC (RFC 1035 section 4.2.1).
-                            out = truncate(service, out, head[3])
-                        self._outbox.append((out, addr))
-                        rcode = hit[3] & 0x0F
-                        stats.cache_hits += 1
-                        stats.queries_by_type[head[4]] += 1
-                        stats.responses_by_rcode[rcode] += 1
-                        if service.log_queries:
-                            service._log_query(host, out, True)
-                        elif len(out) <= REPLAY_MAX_BYTES and len(hit) <= head[3]:
-                            # Not with the query log on: every query must pass here.
-                            if len(service.replays) >= REPLAY_MAX:
-                                service.replays.clear()
-                            service.replays[data[2:]] = (
-                                out[2:],
-                                found[1],
-                                client_class,
-                                head[4],
-                                rcode,
-                            )
-                        return
-            else:
-                client_class = REFUSED_CLIENT
-            if service.admit(data):
-                limit = head[3] if head is not None else udp_limit(data)
-                service.handle(
-                    data, addr[0], head, client_class, limit, partial(self.send_answer, addr)
-                )
-        except Exception:
-            stats.errors += 1
-            log.debug("dns: failed to handle a UDP packet from %s", addr, exc_info=True)
+                            size = len(out)
+                            if size > payload:
+                                # Too big for this client over UDP: cut at an RRset
+                                # boundary and set TC (RFC 1035 section 4.2.1).
+                                out = truncate(service, out, payload)
+                            append((out, addr))
+                            rcode = hit[3] & 0x0F
+                            stats.cache_hits += 1
+                            by_type[qtype] += 1
+                            by_rcode[rcode] += 1
+                            if service.log_queries:
+                                service._log_query(host, out, True)
+                            elif size <= payload and size <= REPLAY_MAX_BYTES:
+                                # Not with the query log on: every query must pass here.
+                                if len(replays) >= REPLAY_MAX:
+                                    replays.clear()
+                                replays[data[2:]] = (
+                                    out[2:],
+                                    found[1],
+                                    client_class,
+                                    qtype,
+                                    rcode,
+                                )
+                            return
+                if service.admit(data):
+                    limit = head[3] if head is not None else udp_limit(data)
+                    service.handle_to(data, addr[0], head, client_class, limit, send_answer, addr)
+            except Exception:
+                stats.errors += 1
+                log.debug("dns: failed to handle a UDP packet from %s", addr, exc_info=True)
+
+        return other
 
     def send_answer(self, addr: tuple[Any, ...], wire: bytes | None) -> None:
         """Queue an answer from the miss paths; sent at the end of this turn of

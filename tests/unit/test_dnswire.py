@@ -196,6 +196,16 @@ def test_scan_query_rejects_what_is_not_plain():
     assert scan_query(badvers) is None  # EDNS version 1 needs BADVERS
 
 
+@pytest.mark.parametrize("edns", [False, True])
+def test_scan_query_rejects_every_truncation(edns):
+    # scan_query relies on IndexError for reads past the end: every cut is None.
+    wire = _query(dns.name.from_text("www.example.com."), 28, 1, edns, False, False, 1232)
+    data = wire.to_wire()
+    assert scan_query(data) is not None
+    for size in range(len(data)):
+        assert scan_query(data[:size]) is None, size
+
+
 def _response() -> dns.message.Message:
     query = dns.message.make_query("www.Example.com.", "AAAA", use_edns=0)
     response = dns.message.make_response(query)
