@@ -77,6 +77,11 @@ _MAX_POINTERS = 16
 #: RFC 2181 section 8: larger TTLs are read as 0 (as dnspython does).
 _TTL_MAX = 0x7FFFFFFF
 _U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+#: A plain A record's first bytes: a pointer to the question's name, type A, class IN.
+_PLAIN_A = b"\xc0\x0c\x00\x01\x00\x01"
+#: The owner of the AAAA records synthesized from it: the same pointer.
+_PLAIN_AAAA = b"\xc0\x0c"
 _OPT_TO_CLIENT = b"\x00\x00\x29" + _U16.pack(SERVER_PAYLOAD) + b"\x00\x00\x00\x00\x00\x00"
 _ALLOWED_TYPES = frozenset((TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA, TYPE_AAAA))
 
@@ -181,8 +186,26 @@ def _name(data: bytes, offset: int, memo: _Names, own: bool = True) -> tuple[byt
 
 
 class Reply:
-    """An upstream reply, walked: rcode, flags, question end, records, OPT position.
-    Raises _Unusual for anything the fast path does not handle (see :meth:`FastDns64.check`)."""
+    """An upstream reply, checked: rcode, flags, question end, and either one of
+    the two plain shapes of a cold miss or every record walked.
+    Raises _Unusual for anything the fast path does not handle (see :meth:`FastDns64.check`).
+
+    Nearly every reply of a cold miss has one of two shapes, which are read
+    with a few byte comparisons instead of the general walk:
+
+    - ``plain_a``: NOERROR, only A records owned by the question's name (the
+      owner a pointer to it) in the answer section, and after them records
+      that can be moved as they are (``tail``, see :func:`_plain_tail`): the A
+      reply of an A-only name.  The (TTL, address) pairs.
+    - ``nodata_ttl``: NOERROR, no answer, one SOA in the authority section, at
+      most a plain OPT: the AAAA reply of an A-only name (RFC 2308 section
+      2.2, NODATA type 2).  Its negative TTL, min(SOA TTL, MINIMUM) (RFC 6147
+      section 5.1.7); -1 for any other shape.
+
+    Either way every byte is checked as the general walk checks it; the walk
+    itself (``records``, ``names`` and the rest) is done by :meth:`walk` when
+    one of the rarer outcomes needs it.
+    """
 
     __slots__ = (
         "data",
@@ -195,6 +218,10 @@ class Reply:
         "counts",
         "names",
         "big_ttl",
+        "plain_a",
+        "tail",
+        "nodata_ttl",
+        "walked",
     )
 
     def __init__(self, data: bytes) -> None:
@@ -210,6 +237,81 @@ class Reply:
         self.byte3 = byte3
         self.rcode = byte3 & 0x0F
         self.counts: tuple[int, int, int] = (ancount, nscount, arcount)
+        self.plain_a: list[tuple[int, int]] | None = None
+        self.nodata_ttl = -1
+        self.walked = False
+        try:
+            plain = not self.rcode and self._plain(data, ancount, nscount, arcount)
+        except (_Unusual, IndexError, struct.error):
+            plain = False  # the walk decides what is wrong with it
+        if not plain:
+            self.walk()
+
+    def _plain(self, data: bytes, ancount: int, nscount: int, arcount: int) -> bool:
+        """Recognise the two plain shapes (see the class), or return False or raise
+        (the walk then decides what the reply is)."""
+        offset = HEADER_SIZE
+        # The question's name: plain labels (the client's, see scan_query).  Its
+        # label starts are where later names may point (see _tail_name).
+        starts = []
+        while True:
+            length = data[offset]
+            if not length:
+                break
+            if length > 63:
+                return False
+            starts.append(offset)
+            offset += length + 1
+        if offset - HEADER_SIZE > 254:  # RFC 1035 section 2.3.4: 255 with the root
+            return False
+        offset += 1
+        labels: _Labels = {start: (offset - start, 0) for start in starts}
+        offset += 4
+        self.question_end = offset
+        if ancount:
+            found = []
+            for _ in range(ancount):
+                # Owner: a pointer to the question's name; type A, class IN, RDLENGTH 4.
+                if data[offset : offset + 6] != _PLAIN_A or data[offset + 10 : offset + 12] != (
+                    b"\x00\x04"
+                ):
+                    return False
+                ttl = _U32.unpack_from(data, offset + 6)[0]
+                if ttl > _TTL_MAX:
+                    return False  # the walk's rule (RFC 2181 section 8)
+                found.append((ttl, _U32.unpack_from(data, offset + 12)[0]))
+                offset += 16
+            # What follows goes into the synthesized answer as it is (RFC 6147
+            # section 5.3: authority and additional sections copied), moved.
+            self.tail = _plain_tail(data, offset, nscount, arcount, labels)
+            self.plain_a = found
+            return True
+        if nscount != 1 or arcount > 1:
+            return False
+        # The SOA: its owner, MNAME and RNAME read as dnspython reads them (with
+        # _tail_name's stricter pointers); 20 bytes more.
+        moving: list[int] = []  # nothing moves: the reply is relayed, not spliced
+        offset = _tail_name(data, offset, labels, offset, moving)
+        rtype, rclass, ttl, rdlength = _RR.unpack_from(data, offset)
+        if rtype != TYPE_SOA or rclass != 1 or ttl > _TTL_MAX:
+            return False
+        start = offset + 10
+        end = start + rdlength
+        offset = _tail_name(data, start, labels, start, moving)  # MNAME
+        offset = _tail_name(data, offset, labels, start, moving)  # RNAME
+        if offset + 20 != end or not _plain_end(data, end, arcount):
+            return False
+        # As _negative_ttl reads it: min(TTL, MINIMUM), MINIMUM the last 4 bytes.
+        self.nodata_ttl = min(ttl, _U32.unpack_from(data, end - 4)[0])
+        return True
+
+    def walk(self) -> None:
+        """Walk every record (once): ``records``, ``names`` and the section ends."""
+        if self.walked:
+            return
+        data = self.data
+        size = len(data)
+        ancount, nscount, arcount = self.counts
         names: _Names = {}
         #: Every name read, by offset (see _name): the splice checks its pointers here.
         self.names = names
@@ -300,6 +402,7 @@ class Reply:
         self.records = records
         self.opt_start = opt_start
         self.big_ttl = big_ttl
+        self.walked = True
 
     def body_end(self) -> int:
         """Where the records to relay end (the OPT, which is last, is not relayed)."""
@@ -307,6 +410,143 @@ class Reply:
 
     def additional_count(self) -> int:
         return self.counts[2] - (1 if self.opt_start >= 0 else 0)
+
+
+#: Label starts of the names read so far by _plain_tail: (length of the name
+#: from there on, compression pointers followed to read it).
+_Labels = dict[int, tuple[int, int]]
+
+
+class _Tail:
+    """The authority and additional records after a plain A reply's answer, checked
+    as the walk checks them (see _plain_tail): where they lie, the compression
+    pointers among them that point among them (and so move with them), and
+    their TTL fields."""
+
+    __slots__ = ("start", "end", "moving", "ttl_offsets", "ttls")
+
+    def __init__(
+        self, start: int, end: int, moving: list[int], ttl_offsets: list[int], ttls: list[int]
+    ) -> None:
+        self.start = start
+        self.end = end
+        self.moving = moving
+        self.ttl_offsets = ttl_offsets
+        self.ttls = ttls
+
+
+def _plain_tail(data: bytes, offset: int, nscount: int, arcount: int, labels: _Labels) -> _Tail:
+    """The records from ``offset`` on (the authority and additional sections), for
+    the synthesized answer; raises _Unusual (or IndexError, struct.error) where
+    the walk must judge them.
+
+    Every record is checked as the walk checks it: types A, AAAA, NS, CNAME and
+    SOA of class IN, TTLs below 2**31, names as dnspython reads them, and at the
+    end at most a plain OPT.  More is demanded of compression pointers, so that
+    the records can move as a block: each points to the start of a label of the
+    question's name or of a name already read here -- never into the answer
+    section, which is replaced, nor into other bytes.
+    """
+    start = offset
+    moving: list[int] = []
+    ttl_offsets: list[int] = []
+    ttls: list[int] = []
+    count = nscount + arcount
+    for index in range(count):
+        if not data[offset]:
+            # The root's name: only the OPT, last, in the additional section
+            # (RFC 6891 section 6.1.1), as _plain_end checks it.
+            if index != count - 1 or index < nscount or not _plain_end(data, offset, 1):
+                raise _Unusual
+            return _Tail(start, offset, moving, ttl_offsets, ttls)
+        length = data[offset]
+        if length >= 0xC0 and (((length & 0x3F) << 8) | data[offset + 1]) < start:
+            # A bare pointer to a label start before the tail (the common owner):
+            # nothing moves and no label starts here; the rest as _tail_name.
+            known = labels.get(((length & 0x3F) << 8) | data[offset + 1])
+            if known is None or known[1] >= _MAX_POINTERS:
+                raise _Unusual
+            offset += 2
+        else:
+            offset = _tail_name(data, offset, labels, start, moving)
+        rtype, rclass, ttl, rdlength = _RR.unpack_from(data, offset)
+        rdata = offset + 10
+        end = rdata + rdlength
+        if rclass != 1 or ttl > _TTL_MAX:
+            raise _Unusual
+        if rtype == TYPE_A:
+            fits = rdlength == 4
+        elif rtype == TYPE_NS or rtype == TYPE_CNAME:
+            fits = _tail_name(data, rdata, labels, start, moving) == end
+        elif rtype == TYPE_SOA:
+            mname_end = _tail_name(data, rdata, labels, start, moving)
+            fits = _tail_name(data, mname_end, labels, start, moving) + 20 == end
+        elif rtype == TYPE_AAAA:
+            fits = rdlength == 16
+        else:
+            raise _Unusual
+        if not fits:
+            raise _Unusual
+        ttl_offsets.append(offset + 4)
+        ttls.append(ttl)
+        offset = end
+    if offset != len(data):
+        raise _Unusual
+    return _Tail(start, offset, moving, ttl_offsets, ttls)
+
+
+def _tail_name(data: bytes, offset: int, labels: _Labels, tail: int, moving: list[int]) -> int:
+    """Read the name at ``offset`` for _plain_tail: the offset just past it.
+
+    dnspython's rules (dns.name.from_wire_parser): labels of up to 63 bytes, a
+    pointer only backwards, at most 255 bytes in all.  Ours on top: a pointer
+    goes to a label start in ``labels``, which holds only names read before this
+    one, so it goes backwards and to a name whose own pointers were checked
+    already.  A pointer to ``tail`` or beyond is noted in ``moving``.
+    """
+    at = offset
+    starts = []
+    while True:
+        length = data[at]
+        if not length:
+            suffix, hops = 1, 0
+            end = at + 1
+            break
+        if length >= 0xC0:
+            target = ((length & 0x3F) << 8) | data[at + 1]
+            known = labels.get(target)
+            if known is None:
+                raise _Unusual
+            suffix, hops = known
+            hops += 1
+            if hops > _MAX_POINTERS:
+                raise _Unusual
+            if target >= tail:
+                moving.append(at)
+            end = at + 2
+            break
+        if length > 63:
+            raise _Unusual
+        starts.append(at)
+        at += length + 1
+    if at - offset + suffix > 255:  # RFC 1035 section 2.3.4
+        raise _Unusual
+    for label in starts:
+        labels[label] = (at - label + suffix, hops)
+    return end
+
+
+def _plain_end(data: bytes, offset: int, arcount: int) -> bool:
+    """Whether the message ends at ``offset``, after at most a plain OPT there (the
+    walk's rule: root owner, extended RCODE 0, no options; RFC 6891 section 6.1)."""
+    if not arcount:
+        return offset == len(data)
+    return (
+        len(data) == offset + 11
+        and data[offset : offset + 3] == b"\x00\x00\x29"
+        and not data[offset + 5]
+        and data[offset + 9 : offset + 11] == b"\x00\x00"
+    )
 
 
 def _rdata_parts(data: bytes, rtype: int, start: int, end: int, names: _Names) -> tuple[bytes, ...]:
@@ -485,8 +725,11 @@ class FastDns64:
 
     def after_aaaa(self, data: bytes, head: QueryHead, parsed: Reply) -> FastAnswer | bytes | None:
         """The answer, :data:`NEED_A`, or :data:`FALLBACK`."""
+        if parsed.nodata_ttl >= 0:
+            return NEED_A  # NOERROR without an answer: RFC 6147 section 5.1.6
         reply = parsed.data
         try:
+            parsed.walk()
             answers = parsed.records[: parsed.counts[0]]
             is_excluded = self.synth.is_excluded
             aaaa = False
@@ -515,40 +758,95 @@ class FastDns64:
         try:
             if a.rcode != 0:
                 return FALLBACK  # RFC 6147 section 5.1.6, the core's rules
-            answers = a.records[: a.counts[0]]
-            final = _follow_chain(answers, head[0][:-4])
-            basis = [r for r in answers if r[2] == TYPE_A and r[1].lower() == final]
-            if not basis:
+            pairs = a.plain_a
+            basis: list[_Record] | None = None  # None: the plain A reply
+            if pairs is None or a.question_end != head[1]:
+                a.walk()
+                answers = a.records[: a.counts[0]]
+                final = _follow_chain(answers, head[0][:-4])
+                basis = [r for r in answers if r[2] == TYPE_A and r[1].lower() == final]
+                pairs = [(r[3], int.from_bytes(a_reply[r[4] : r[5]])) for r in basis]
+            synthesized = self._synthesized(pairs)
+            if synthesized is None:
                 # RFC 6147 section 5.4: nothing to synthesize, the AAAA reply.
                 return self._relay(data, head, aaaa)
-            only = self.only_prefix
-            if len(basis) == 1 and only is not None:
-                # The common case without the lists: one address, one prefix
-                # (Synthesizer.embed_all's rules for it, in embeddable).
-                first = basis[0]
-                v4 = int.from_bytes(a_reply[first[4] : first[5]])
-                if not (translatable(v4) if self.takes_all else self.synth.embeddable(v4, only)):
-                    return self._relay(data, head, aaaa)
-                v6 = [only.embed_int(v4).to_bytes(16)]
-                ttl = first[3]
-            else:
-                addresses = dict.fromkeys(
-                    int.from_bytes(a_reply[r[4] : r[5]]) for r in basis
-                )  # dnspython's rdataset drops duplicates
-                v6 = [v.to_bytes(16) for v in dict.fromkeys(self.synth.embed_all(list(addresses)))]
-                if not v6:
-                    return self._relay(data, head, aaaa)
-                ttl = min(r[3] for r in basis)
+            v6, ttl = synthesized
             # RFC 6147 section 5.1.7: TTL = min(A TTL, SOA TTL/MINIMUM of the
             # negative AAAA answer), 600 s without an SOA (synthesis.negative_ttl).
             ttl = min(ttl, _negative_ttl(aaaa))
+            if basis is None:
+                plain = self._plain_answer(data, head, a, v6, ttl)
+                if plain is not None:
+                    return plain
+                a.walk()
+                basis = [r for r in a.records if r[0] == 1]  # all A records, at the name
             return self._spliced(data, head, a, basis, v6, ttl) or self._written(
                 data, head, a, basis, v6, ttl
             )
         except (_Unusual, IndexError, ValueError, struct.error):
             return FALLBACK
 
+    def _synthesized(self, pairs: list[tuple[int, int]]) -> tuple[list[bytes], int] | None:
+        """The synthetic AAAA rdata and their TTL from the (TTL, IPv4 address) pairs
+        of the A records at the end of the chain, or None if there are none or
+        none may be synthesized (Synthesizer.embed_all's rules)."""
+        only = self.only_prefix
+        if len(pairs) == 1 and only is not None:
+            # The common case without the lists: one address, one prefix.
+            ttl, v4 = pairs[0]
+            if not (translatable(v4) if self.takes_all else self.synth.embeddable(v4, only)):
+                return None
+            return [only.embed_int(v4).to_bytes(16)], ttl
+        if not pairs:
+            return None
+        # dnspython's rdataset drops duplicate addresses.
+        addresses = list(dict.fromkeys(v4 for _, v4 in pairs))
+        v6 = [v.to_bytes(16) for v in dict.fromkeys(self.synth.embed_all(addresses))]
+        if not v6:
+            return None
+        return v6, min(ttl for ttl, _ in pairs)
+
     # -- building responses ------------------------------------------------------
+
+    def _plain_answer(
+        self, data: bytes, head: QueryHead, a: Reply, v6: list[bytes], ttl: int
+    ) -> FastAnswer | None:
+        """The synthesized answer to a plain A reply (see :class:`Reply`): what
+        :meth:`_spliced` makes of it, built directly, or None where a pointer
+        would move out of reach.  The AAAA records are owned by a pointer to
+        the client's question name, as dnspython compresses them; the
+        authority and additional records follow as they were, moved (RFC 6147
+        section 5.3); our OPT if the client sent one; no AD (section 5.5)."""
+        tail = a.tail
+        count = len(v6)
+        shift = 28 * count - (tail.start - head[1])  # A records (16 bytes) become AAAA (28)
+        reply = a.data
+        body: bytes | bytearray = reply[tail.start : tail.end]
+        if tail.moving and shift:
+            body = bytearray(body)
+            for at in tail.moving:
+                target = (((reply[at] & 0x3F) << 8) | reply[at + 1]) + shift
+                if target >= 0x4000:
+                    return None
+                _U16.pack_into(body, at - tail.start, 0xC000 | target)
+        ns, ar = a.counts[1], a.counts[2] - (tail.end < len(reply))
+        record = _PLAIN_AAAA + _RR.pack(TYPE_AAAA, 1, ttl, 16)
+        parts: list[bytes | bytearray] = [self._head(data, head, 0, count, ns, ar)]
+        for rdata in v6:
+            parts += (record, rdata)
+        parts.append(body)
+        if head[2] & KEY_EDNS:
+            parts.append(_OPT_TO_CLIENT)
+        wire = b"".join(parts)
+        if len(wire) > 65_535:
+            return None
+        # Each AAAA record's TTL lies after its pointer, type and class.
+        first = head[1] + 6
+        ttl_offsets = [*range(first, first + 28 * count, 28)]
+        ttl_offsets += [at + shift for at in tail.ttl_offsets]
+        return FastAnswer(
+            wire, True, tuple(ttl_offsets), (ttl,) * count + tuple(tail.ttls), False, -1
+        )
 
     @staticmethod
     def _head(data: bytes, head: QueryHead, flags: int, an: int, ns: int, ar: int) -> bytes:
@@ -573,6 +871,7 @@ class FastDns64:
         header and question.  The reply's question has the length of the
         client's (the upstream module checks it echoes ours), so compression
         pointers stay valid."""
+        reply.walk()
         reply_data = reply.data
         question_end = head[1]
         if reply.question_end != question_end or reply.big_ttl:
@@ -819,6 +1118,9 @@ def _negative_ttl(reply: Reply) -> int:
     """:func:`totd_faith.dns64.synthesis.negative_ttl` on bytes: min(SOA TTL, MINIMUM)
     of the first SOA RRset in the authority section (its records merged as
     dnspython merges them: TTL = the smallest), else 600 s."""
+    if reply.nodata_ttl >= 0:
+        return reply.nodata_ttl  # read when the reply was checked
+    reply.walk()
     soa: _Record | None = None
     owner = b""
     ttl = 0

@@ -14,7 +14,7 @@ import dns.name
 import dns.reversename
 
 from totd_faith.errors import PrefixError
-from totd_faith.special_purpose import DISCOVERY_ADDRESSES, is_global
+from totd_faith.special_purpose import DISCOVERY_ADDRESSES, is_global_int
 
 #: RFC 6052 section 2.2: "the prefix length MUST be one of 32, 40, 48, 56, 64 or 96".
 ALLOWED_LENGTHS = (32, 40, 48, 56, 64, 96)
@@ -30,6 +30,7 @@ LOCAL_USE_PREFIX = ipaddress.IPv6Network("64:ff9b:1::/48")
 # 128-bit integer, they are bits 56..63.
 _U_OCTET_MASK = 0xFF << 56
 _V4_MASK = 0xFFFF_FFFF
+_DISCOVERY_INTS = frozenset(int(a) for a in DISCOVERY_ADDRESSES)
 
 
 _WHAT_A_PREFIX_IS = (
@@ -62,6 +63,11 @@ class Nat64Prefix:
     """
 
     network: ipaddress.IPv6Network
+    #: The prefix length in bits.
+    length: int = field(init=False, repr=False, compare=False)
+    #: True for 64:ff9b::/96, which RFC 6052 section 3.1 restricts to global IPv4.
+    #: (Both are read per synthesized address: fields, not properties.)
+    is_well_known: bool = field(init=False, repr=False, compare=False)
     _base: int = field(init=False, repr=False, compare=False)
     _before: int = field(init=False, repr=False, compare=False)
     _after: int = field(init=False, repr=False, compare=False)
@@ -79,6 +85,8 @@ class Nat64Prefix:
                 f"{self.network}: bits 64-71 (the u-octet) must be zero (RFC 6052 section 2.2)"
             )
         before, after = _v4_split(length)
+        object.__setattr__(self, "length", length)
+        object.__setattr__(self, "is_well_known", self.network == WELL_KNOWN_PREFIX)
         object.__setattr__(self, "_base", base)
         object.__setattr__(self, "_before", before)
         object.__setattr__(self, "_after", after)
@@ -107,15 +115,6 @@ class Nat64Prefix:
     def __str__(self) -> str:
         return str(self.network)
 
-    @property
-    def length(self) -> int:
-        return self.network.prefixlen
-
-    @property
-    def is_well_known(self) -> bool:
-        """True for 64:ff9b::/96, which RFC 6052 section 3.1 restricts to global IPv4."""
-        return self.network == WELL_KNOWN_PREFIX
-
     def may_embed(self, v4: ipaddress.IPv4Address) -> bool:
         """Whether RFC 6052 section 3.1 allows ``v4`` inside this prefix.
 
@@ -123,7 +122,11 @@ class Nat64Prefix:
         addresses"; the RFC 7050 discovery addresses 192.0.0.170/171 are the
         exception that lets hosts learn the prefix.
         """
-        return not self.is_well_known or is_global(v4) or v4 in DISCOVERY_ADDRESSES
+        return self.may_embed_int(int(v4))
+
+    def may_embed_int(self, v4: int) -> bool:
+        """:meth:`may_embed` for an IPv4 address as an integer (the DNS64 hot path)."""
+        return not self.is_well_known or is_global_int(v4) or v4 in _DISCOVERY_INTS
 
     def embed(
         self, v4: ipaddress.IPv4Address, *, check_global: bool = True

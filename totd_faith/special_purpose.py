@@ -79,7 +79,43 @@ def lookup(address: ipaddress.IPv4Address) -> SpecialBlock | None:
     return best
 
 
+def _by_first_octet() -> dict[int, tuple[tuple[int, int, bool], ...]]:
+    """The registry as (network, mask, globally reachable) by first octet, most
+    specific first, so :func:`is_global_int` tests only the blocks that can
+    cover an address: none at all for most global ones."""
+    table: dict[int, list[tuple[int, int, int, bool]]] = {}
+    for block in REGISTRY:
+        network = block.network
+        first = int(network.network_address) >> 24
+        for octet in range(first, first + (1 << max(0, 8 - network.prefixlen))):
+            table.setdefault(octet, []).append(
+                (
+                    network.prefixlen,
+                    int(network.network_address),
+                    int(network.netmask),
+                    block.globally_reachable,
+                )
+            )
+    return {
+        octet: tuple((net, mask, reachable) for _, net, mask, reachable in sorted(blocks)[::-1])
+        for octet, blocks in table.items()
+    }
+
+
+_BY_FIRST_OCTET = _by_first_octet()
+
+
+def is_global_int(address: int) -> bool:
+    """:func:`is_global` for an IPv4 address as an integer (the DNS64 hot path)."""
+    blocks = _BY_FIRST_OCTET.get(address >> 24)
+    if blocks is not None:
+        for network, mask, reachable in blocks:
+            if address & mask == network:
+                return reachable
+    return True
+
+
 def is_global(address: ipaddress.IPv4Address) -> bool:
-    """True when ``address`` is globally reachable per the IANA registry."""
-    block = lookup(address)
-    return block is None or block.globally_reachable
+    """True when ``address`` is globally reachable per the IANA registry: the most
+    specific entry covering it says so, or none covers it."""
+    return is_global_int(int(address))

@@ -31,8 +31,10 @@ import os
 import socket
 import struct
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
+from itertools import chain
 from typing import Any
 
 import dns.message
@@ -57,7 +59,7 @@ _LENGTH = struct.Struct("!H")
 _ID_BYTES = [_LENGTH.pack(i) for i in range(65_536)]
 
 _UNREACHABLE_ERRNOS = frozenset((errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH))
-_SERVER_ERRORS = (dns.rcode.SERVFAIL, dns.rcode.REFUSED)
+_SERVER_ERRORS = frozenset((int(dns.rcode.SERVFAIL), int(dns.rcode.REFUSED)))
 
 #: Turns an accepted reply's bytes into what the caller wants (a message, the
 #: bytes, a walked reply...); raising means "garbage": ignored, keep waiting
@@ -68,35 +70,25 @@ ReplyCheck = Callable[[bytes], Any]
 ReplyCallback = Callable[[Any], None]
 
 
-class _RandomIds:
-    """Unpredictable 16-bit numbers for query IDs and socket choice (RFC 5452
+def _random_source() -> Callable[[], int]:
+    """Unpredictable 32-bit numbers for query IDs and socket choice (RFC 5452
     section 9.2), from the OS CSPRNG 4 KiB at a time: ``secrets.randbits``
     makes one getrandom() system call per number, which was ~13 % of a cache
-    miss's CPU.  The pool is dropped in forked children (worker processes),
-    which must not repeat their parent's numbers."""
-
-    __slots__ = ("pool", "position")
-
-    def __init__(self) -> None:
-        self.pool = b""
-        self.position = 0
-        os.register_at_fork(after_in_child=self.reset)
-
-    def reset(self) -> None:
-        self.pool = b""
-        self.position = 0
-
-    def next16(self) -> int:
-        position = self.position
-        pool = self.pool
-        if position + 2 > len(pool):
-            pool = self.pool = os.urandom(4096)
-            position = 0
-        self.position = position + 2
-        return (pool[position] << 8) | pool[position + 1]
+    miss's CPU.  The numbers come out of a C iterator, so a draw costs no
+    Python call."""
+    blocks = iter(lambda: array("I", os.urandom(4096)), None)
+    return chain.from_iterable(blocks).__next__
 
 
-_random16 = _RandomIds().next16
+def _reseed() -> None:
+    # Forked children (worker processes) must not repeat their parent's numbers.
+    global _random32
+    _random32 = _random_source()
+
+
+_random32 = _random_source()
+os.register_at_fork(after_in_child=_reseed)
+assert array("I").itemsize >= 4, "the draw splits 32 bits into an ID and a socket index"
 
 
 def query_wire(message: dns.message.Message) -> bytes:
@@ -132,11 +124,22 @@ def query_wire(message: dns.message.Message) -> bytes:
 def reply_matches(data: bytes, qid: int, question: bytes) -> bool:
     """Is ``data`` a response to the query with ``qid`` and (lowercased) ``question``?"""
     return (
-        len(data) >= HEADER_SIZE + len(question)
-        and ((data[0] << 8) | data[1]) == qid
-        and bool(data[2] & 0x80)
-        and data[4:6] == b"\x00\x01"
-        and data[HEADER_SIZE : HEADER_SIZE + len(question)].lower() == question
+        len(data) >= HEADER_SIZE and ((data[0] << 8) | data[1]) == qid and _echoes(data, question)
+    )
+
+
+def _echoes(data: bytes, question: bytes) -> bool:
+    """Is ``data``, at least a header long, a response (QR) with one question,
+    ``question`` (lowercased) in any letter case (RFC 5452 section 9.1)?"""
+    return (
+        data[2] >= 0x80
+        and data[4] == 0
+        and data[5] == 1
+        # The name usually comes back in the case it was sent in, mostly lower.
+        and (
+            data.startswith(question, HEADER_SIZE)
+            or data[HEADER_SIZE : HEADER_SIZE + len(question)].lower() == question
+        )
     )
 
 
@@ -199,18 +202,12 @@ class _UdpChannel:
         self.retired = False
         self.closed = False
 
-    def new_id(self) -> int:
-        pending = self.pending
-        while True:
-            qid = _random16()
-            if qid not in pending:
-                return qid
-
     def _readable(self) -> None:
         recv = self.sock.recv
         pending = self.pending
         pool = self.pool
         stats = pool.stats
+        upstream = self.upstream
         for _ in range(_BATCH):
             try:
                 data = recv(_RECV_SIZE)
@@ -219,9 +216,9 @@ class _UdpChannel:
             except OSError as exc:
                 self.error(exc)
                 return
-            qid = (data[0] << 8) | data[1] if len(data) >= 2 else -1
+            qid = (data[0] << 8) | data[1] if len(data) >= HEADER_SIZE else -1
             ask = pending.get(qid)
-            if ask is None or not reply_matches(data, qid, ask.question):
+            if ask is None or not _echoes(data, ask.question):
                 stats.upstream_ignored += 1
                 continue
             if data[2] & 0x02:  # TC (RFC 1035 section 4.1.1): the full answer needs TCP
@@ -239,7 +236,11 @@ class _UdpChannel:
             ask.channel = None
             if self.retired:
                 self.release()
-            pool.answered(ask, data[3] & 0x0F, result)
+            rcode = data[3] & 0x0F
+            if upstream.failures or rcode in _SERVER_ERRORS:
+                pool.answered(ask, rcode, result)  # health to update, or moving on
+            else:
+                ask.callback(result)  # the common case of answered(), without the call
 
     def error(self, exc: OSError) -> None:
         if exc.errno in _UNREACHABLE_ERRNOS:
@@ -361,7 +362,10 @@ class UpstreamPool:
         """
         if not question:
             question = wire[HEADER_SIZE : skip_name(wire, HEADER_SIZE) + 4].lower()
-        ask = _Ask(wire, question, check, callback, self._ordered())
+        order = self._order
+        if order is None or self._order_until:
+            order = self._ordered()
+        ask = _Ask(wire, question, check, callback, order)
         if self._closed:
             self.loop.call_soon(callback, None)
             return
@@ -370,18 +374,28 @@ class UpstreamPool:
     def _send(self, ask: _Ask) -> None:
         """Start attempt number ``ask.attempt`` over UDP."""
         upstream = ask.order[ask.attempt]
-        try:
-            channel = self._channel(upstream)
-        except OSError as exc:
-            log.debug("upstream %s: cannot open a UDP socket: %s", upstream.endpoint, exc)
-            # Not from inside ask(): the caller must not be called back re-entrantly.
-            self.loop.call_soon(self.failed_attempt, ask)
-            return
-        qid = channel.new_id()
-        channel.pending[qid] = ask
+        # RFC 5452 section 9.2: an unpredictable socket (source port) and ID, from
+        # one draw: the high half picks the socket, the low half is the ID.
+        bits = _random32()
+        index = (bits >> 16) % SOCKETS_PER_UPSTREAM  # a power of two: unbiased
+        channel = upstream.channels[index]
+        if channel is None or channel.uses >= SOCKET_USES or channel.closed:
+            try:
+                channel = self._replace_channel(upstream, index)
+            except OSError as exc:
+                log.debug("upstream %s: cannot open a UDP socket: %s", upstream.endpoint, exc)
+                # Not from inside ask(): the caller must not be called back re-entrantly.
+                self.loop.call_soon(self.failed_attempt, ask)
+                return
+        channel.uses += 1
+        pending = channel.pending
+        qid = bits & 0xFFFF
+        while qid in pending:
+            qid = _random32() & 0xFFFF
+        pending[qid] = ask
         ask.channel = channel
         ask.qid = qid
-        loop = self.loop
+        loop = self._loop or self.loop
         deadlines = self._deadlines
         # Forget finished entries at the head, so the queue stays about as long
         # as the number of queries in flight.
@@ -416,15 +430,13 @@ class UpstreamPool:
                 # e.g. ECONNREFUSED from an earlier ICMP error.
                 channel.error(exc)
 
-    def _channel(self, upstream: _Upstream) -> _UdpChannel:
-        index = _random16() % SOCKETS_PER_UPSTREAM  # a power of two: unbiased
-        channel = upstream.channels[index]
-        if channel is None or channel.uses >= SOCKET_USES or channel.closed:
-            if channel is not None:
-                channel.retired = True
-                channel.release()
-            channel = upstream.channels[index] = _UdpChannel(self, upstream)
-        channel.uses += 1
+    def _replace_channel(self, upstream: _Upstream, index: int) -> _UdpChannel:
+        """A new socket in slot ``index``, retiring the one it replaces."""
+        old = upstream.channels[index]
+        if old is not None:
+            old.retired = True
+            old.release()
+        channel = upstream.channels[index] = _UdpChannel(self, upstream)
         return channel
 
     def _sweep(self) -> None:
@@ -448,7 +460,7 @@ class UpstreamPool:
 
     def answered(self, ask: _Ask, rcode: int, result: Any) -> None:
         upstream = ask.order[ask.attempt]
-        if upstream.failures or upstream.down_until:
+        if upstream.failures:  # (down_until is only set with failures)
             self._succeeded(upstream)
         if rcode in _SERVER_ERRORS:
             ask.fallback = result
@@ -487,7 +499,7 @@ class UpstreamPool:
     ) -> tuple[int, Any] | None:
         """RFC 7766 section 6.2.1: query over TCP, two-byte length prefix.
         Returns (rcode, checked reply) or None."""
-        qid = _random16()
+        qid = _random32() & 0xFFFF
         writer: asyncio.StreamWriter | None = None
         try:
             async with asyncio.timeout(self.timeout):

@@ -92,6 +92,18 @@ def write_query_files(workdir: Path, cold: int) -> tuple[Path, Path]:
 
 
 @dataclass
+class Cpu:
+    """A server's CPU time per query, in microseconds."""
+
+    user: float
+    system: float
+
+    @property
+    def total(self) -> float:
+        return self.user + self.system
+
+
+@dataclass
 class Result:
     server: str
     load: str
@@ -265,18 +277,27 @@ def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | No
     )
 
 
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its children (worker processes)."""
+def process_cpu(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pid`` and its children (worker processes)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    user, system = int(fields[11]) / tick, int(fields[12]) / tick
     children = Path(f"/proc/{pid}/task/{pid}/children")
     if children.exists():
         for child in children.read_text().split():
-            total += process_cpu(int(child))
-    return total
+            child_user, child_system = process_cpu(int(child))
+            user += child_user
+            system += child_system
+    return user, system
+
+
+def per_query(before: tuple[float, float], after: tuple[float, float], queries: int) -> Cpu:
+    """CPU microseconds per query between two process_cpu readings."""
+    n = max(queries, 1)
+    return Cpu((after[0] - before[0]) / n * 1e6, (after[1] - before[1]) / n * 1e6)
 
 
 def machine() -> str:
@@ -325,8 +346,8 @@ def main() -> int:
     nsd = start_bench_nsd(zone_text(args.cold_names), workdir / "nsd")
     pin(nsd.daemon.pid, client_cpu)
     results: list[Result] = []
-    cold_cpu: dict[str, list[float]] = {}
-    hot_cpu: dict[str, list[float]] = {}
+    cold_cpu: dict[str, list[Cpu]] = {}
+    hot_cpu: dict[str, list[Cpu]] = {}
     daemons: list[Daemon] = [nsd.daemon]
 
     def start(name: str, round_: int) -> tuple[Endpoint, Daemon]:
@@ -365,13 +386,15 @@ def main() -> int:
                     cpu=client_cpu,
                     out=workdir / f"{name}-cold{round_}.txt",
                 )
-                cpu_used = process_cpu(daemon.pid) - cpu_before
+                cpu_after = process_cpu(daemon.pid)
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
                     spy.wait()
                 result = parse_dnsperf(name, f"cold{round_}", text)
                 results.append(result)
-                cold_cpu.setdefault(name, []).append(cpu_used / max(result.completed, 1) * 1e6)
+                cold_cpu.setdefault(name, []).append(
+                    per_query(cpu_before, cpu_after, result.completed)
+                )
                 print(
                     f"{name} cold round {round_} done in {time.monotonic() - started:.1f}s",
                     file=sys.stderr,
@@ -401,12 +424,14 @@ def main() -> int:
                     cpu=client_cpu,
                     out=workdir / f"{name}-hot{round_}.txt",
                 )
-                cpu_used = process_cpu(pid) - cpu_before
+                cpu_after = process_cpu(pid)
                 if spy is not None:
                     spy.wait()
                 result = parse_dnsperf(name, f"hot{round_}", text)
                 results.append(result)
-                hot_cpu.setdefault(name, []).append(cpu_used / max(result.completed, 1) * 1e6)
+                hot_cpu.setdefault(name, []).append(
+                    per_query(cpu_before, cpu_after, result.completed)
+                )
     finally:
         for daemon in reversed(daemons):
             daemon.stop()
@@ -455,10 +480,14 @@ def main() -> int:
                 )
     for load, table in (("cold", cold_cpu), ("hot", hot_cpu)):
         if table:
-            print(f"\nserver CPU per {load} query (us), per round (median):\n")
+            print(
+                f"\nserver CPU per {load} query (us), per round: user+system (user/system);"
+                " median of the totals\n"
+            )
             for name, values in table.items():
-                listed = ", ".join(f"{v:.1f}" for v in values)
-                print(f"- {name}: {listed} ({statistics.median(values):.1f})")
+                listed = ", ".join(f"{v.total:.1f} ({v.user:.1f}/{v.system:.1f})" for v in values)
+                median = statistics.median(v.total for v in values)
+                print(f"- {name}: {listed}; median {median:.1f}")
     return 0
 
 

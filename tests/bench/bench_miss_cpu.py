@@ -4,12 +4,12 @@ Run from the repository root:  python tests/bench/bench_miss_cpu.py [--names N] 
 
 The real DnsService, UdpListener, UpstreamPool and wire-level DNS64 run on a
 uvloop loop, but every socket is a fake: the client's datagrams are handed to
-the listener directly, and the upstream sockets answer at once from NSD-shaped
-replies (AAAA: NODATA with the SOA; A: one A record; both with an OPT).  So
-the figures are the Python share of a cold miss (AAAA + A upstream, synthesis,
-cache store) and of a scanned cache hit, without the kernel's share:
-the steadier figure to optimise against on a busy machine, beside
-bench_dns.py's end-to-end rates.
+the listener directly, and the upstream sockets answer at once with what NSD
+sends in bench_dns.py (AAAA: NODATA with the SOA; A: one A record, the zone's
+NS and its glue; both with an OPT).  So the figures are the Python share of a
+cold miss (AAAA + A upstream, synthesis, cache store) and of a scanned cache
+hit, without the kernel's share: the steadier figure to optimise against on a
+busy machine, beside bench_dns.py's end-to-end rates.
 """
 
 from __future__ import annotations
@@ -51,6 +51,11 @@ def replies_for(name: str, index: int) -> dict[bytes, bytes]:
         if rdtype == "A":
             address = f"192.0.2.{1 + index % 254}"
             reply.answer.append(dns.rrset.from_text(name, 3600, "IN", "A", address))
+            # NSD adds the zone's NS and its glue (minimal-responses: no, its default).
+            reply.authority.append(dns.rrset.from_text(ZONE, 3600, "IN", "NS", f"ns.{ZONE}"))
+            reply.additional.append(
+                dns.rrset.from_text(f"ns.{ZONE}", 3600, "IN", "A", "192.0.2.53")
+            )
         else:
             reply.authority.append(
                 dns.rrset.from_text(ZONE, 3600, "IN", "SOA", " ".join(SOA.split()[4:]))

@@ -88,7 +88,11 @@ def _socket_owners(pid: int) -> dict[int, int]:
     for table in ("udp", "udp6", "tcp", "tcp6"):
         for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
             fields = line.split()
-            if fields[9] in inodes:
+            # A TCP connection accepted from a listener shares its local port but is
+            # made by accept(), as whoever the process is by then: only listening
+            # TCP sockets (state 0A) count, or a connection still closing would
+            # pass for the listener.
+            if fields[9] in inodes and (table.startswith("udp") or fields[3] == "0A"):
                 owners[int(fields[1].rsplit(":", 1)[1], 16)] = int(fields[7])
     return owners
 

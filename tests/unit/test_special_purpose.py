@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from totd_faith.prefix import Nat64Prefix
 from totd_faith.special_purpose import (
@@ -12,6 +14,7 @@ from totd_faith.special_purpose import (
     REGISTRY,
     SpecialBlock,
     is_global,
+    is_global_int,
     lookup,
 )
 
@@ -158,3 +161,21 @@ def test_well_known_prefix_embeds_only_global_addresses() -> None:
         assert wkp.may_embed(address) is is_global(address), cidr
         assert nsp.may_embed(address), cidr
     assert wkp.may_embed(V4("192.0.0.9")) and not wkp.may_embed(V4("192.0.0.8"))
+
+
+# Addresses at and around every block's edges, and anywhere else.
+_EDGES = [
+    int(b.network.network_address) + delta
+    for b in REGISTRY
+    for delta in (-1, 0, 1, b.network.num_addresses - 1, b.network.num_addresses)
+]
+
+
+@given(st.one_of(st.sampled_from([e % 2**32 for e in _EDGES]), st.integers(0, 2**32 - 1)))
+def test_integer_check_agrees_with_the_most_specific_block(address: int) -> None:
+    # is_global_int's first-octet table must answer what the registry's most
+    # specific covering entry says (RFC 6890 section 2.2.2), or "global" if none.
+    block = lookup(V4(address))
+    assert is_global_int(address) is (block is None or block.globally_reachable)
+    wkp = Nat64Prefix.parse("64:ff9b::/96")
+    assert wkp.may_embed_int(address) is wkp.may_embed(V4(address))

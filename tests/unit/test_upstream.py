@@ -39,6 +39,11 @@ def test_wrong_id_question_type_or_direction_is_rejected():
     as_query[2] &= 0x7F
     assert not reply_matches(bytes(as_query), 7, question)
     assert not reply_matches(good.to_wire()[:20], 7, question)
+    assert not reply_matches(good.to_wire()[:11], 7, question)
+    for qdcount in (b"\x00\x00", b"\x00\x02", b"\x01\x01"):  # RFC 5452 9.1: one question
+        other_count = bytearray(good.to_wire())
+        other_count[4:6] = qdcount
+        assert not reply_matches(bytes(other_count), 7, question)
     assert not reply_matches(b"", 7, question)
 
 
@@ -65,3 +70,28 @@ def test_query_wire_matches_dnspython_for_the_cores_upstream_queries():
     with_option.use_edns(0, 0, 1232, options=[dns.edns.GenericOption(65001, b"x")])
     with_option.id = 0
     assert query_wire(with_option) == with_option.to_wire()
+
+
+def test_random_numbers_are_not_repeated_by_a_forked_child():
+    # RFC 5452 section 9.2: a worker process forked from the server must not draw
+    # the same IDs and socket choices as its parent (or its siblings).
+    import os
+
+    from totd_faith import upstream
+
+    upstream._random32()  # the parent has a block of numbers buffered
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.write(write_end, b",".join(b"%d" % upstream._random32() for _ in range(8)))
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        child = [int(n) for n in pipe.read().split(b",")]
+    os.waitpid(pid, 0)
+    parent = [upstream._random32() for _ in range(8)]
+    assert len(child) == 8
+    assert child != parent
+    assert all(0 <= n < 2**32 for n in child + parent)
