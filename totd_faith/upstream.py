@@ -16,10 +16,11 @@ anything else is counted and ignored while the query keeps waiting.
 The engine is callback-driven, because a cache miss is the proxy's most
 frequent expensive event: :meth:`UpstreamPool.ask` starts a query and calls
 back once with the result.  There is no task, future or timer per query: the
-UDP sockets are read directly with ``add_reader`` (drained per wake-up), and
-one timer per pool walks a queue of deadlines (every attempt has the same
-timeout, so the queue is in deadline order).  :meth:`UpstreamPool.query` is the
-awaitable form, for the DNS64 core.
+UDP sockets are read directly with ``add_reader`` (drained per wake-up), the
+queries asked during one turn of the loop leave together at its end and share
+one deadline, and one timer per pool walks the queue of those batches (every
+attempt has the same timeout, so the queue is in deadline order).
+:meth:`UpstreamPool.query` is the awaitable form, for the DNS64 core.
 """
 
 from __future__ import annotations
