@@ -427,8 +427,10 @@ class UpstreamPool:
         deadline = loop.time() + self.timeout
         for ask in outbox:
             channel = ask.channel
-            if channel is None or ask.deadline or channel.closed:
+            if channel is None or ask.deadline:
                 continue  # failed (e.g. ICMP) before it left, or already sent again
+            # (On a closed socket, which cannot hold a pending query, send() would
+            # fail like a lost datagram: the deadline still applies.)
             ask.deadline = deadline
             try:
                 channel.sock.send(_ID_BYTES[ask.qid] + ask.wire[2:])
