@@ -16,10 +16,11 @@ anything else is counted and ignored while the query keeps waiting.
 The engine is callback-driven, because a cache miss is the proxy's most
 frequent expensive event: :meth:`UpstreamPool.ask` starts a query and calls
 back once with the result.  There is no task, future or timer per query: the
-UDP sockets are read directly with ``add_reader`` (drained per wake-up), and
-one timer per pool walks a queue of deadlines (every attempt has the same
-timeout, so the queue is in deadline order).  :meth:`UpstreamPool.query` is the
-awaitable form, for the DNS64 core.
+UDP sockets are read directly with ``add_reader`` (drained per wake-up), the
+queries asked during one turn of the loop leave together at its end and share
+one deadline, and one timer per pool walks the queue of those batches (every
+attempt has the same timeout, so the queue is in deadline order).
+:meth:`UpstreamPool.query` is the awaitable form, for the DNS64 core.
 """
 
 from __future__ import annotations
@@ -143,6 +144,14 @@ def _echoes(data: bytes, question: bytes) -> bool:
     )
 
 
+def _finished(batch: list[_Ask]) -> bool:
+    """Are all the queries of a batch answered or failed?"""
+    for ask in batch:
+        if ask.channel is not None:
+            return False
+    return True
+
+
 class _Ask:
     """One question on its way through the upstreams (all attempts)."""
 
@@ -156,6 +165,7 @@ class _Ask:
         "fallback",
         "channel",
         "qid",
+        "deadline",
     )
 
     def __init__(
@@ -177,6 +187,8 @@ class _Ask:
         #: Where the current UDP attempt waits (None: no UDP attempt pending).
         self.channel: _UdpChannel | None = None
         self.qid = 0
+        #: When the current UDP attempt times out (0: not sent yet, see _flush).
+        self.deadline = 0.0
 
 
 class _UdpChannel:
@@ -302,12 +314,12 @@ class UpstreamPool:
         self.reader = MessageReader()
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: (deadline, ask, attempt) in deadline order; see _sweep.
-        self._deadlines: deque[tuple[float, _Ask, int]] = deque()
+        #: The queries sent by each _flush, with their deadline, in deadline order.
+        self._deadlines: deque[tuple[float, list[_Ask]]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
         self._tcp_tasks: set[asyncio.Task[None]] = set()
         #: Queries waiting for the end of this turn of the loop (see _flush).
-        self._outbox: list[tuple[_UdpChannel, bytes]] = []
+        self._outbox: list[_Ask] = []
         #: The current order of upstreams (see _ordered), and when it expires (0: never).
         self._order: list[_Upstream] | None = None
         self._order_until = 0.0
@@ -395,19 +407,10 @@ class UpstreamPool:
         pending[qid] = ask
         ask.channel = channel
         ask.qid = qid
-        loop = self._loop or self.loop
-        deadlines = self._deadlines
-        # Forget finished entries at the head, so the queue stays about as long
-        # as the number of queries in flight.
-        while deadlines and deadlines[0][1].channel is None:
-            deadlines.popleft()
-        deadlines.append((loop.time() + self.timeout, ask, ask.attempt))
-        if self._sweeper is None:
-            self._sweeper = loop.call_at(deadlines[0][0], self._sweep)
         outbox = self._outbox
-        outbox.append((channel, _ID_BYTES[qid] + ask.wire[2:]))
+        outbox.append(ask)
         if len(outbox) == 1:
-            loop.call_soon(self._flush)
+            (self._loop or self.loop).call_soon(self._flush)
 
     def _flush(self) -> None:
         """Send the queries queued during this turn of the event loop, back to back.
@@ -419,16 +422,31 @@ class UpstreamPool:
         caller is never called back re-entrantly.
         """
         outbox, self._outbox = self._outbox, []
-        for channel, datagram in outbox:
-            if channel.closed:
-                continue
+        loop = self.loop
+        # One deadline for the whole batch: they all left now.
+        deadline = loop.time() + self.timeout
+        for ask in outbox:
+            channel = ask.channel
+            if channel is None or ask.deadline:
+                continue  # failed (e.g. ICMP) before it left, or already sent again
+            # (On a closed socket, which cannot hold a pending query, send() would
+            # fail like a lost datagram: the deadline still applies.)
+            ask.deadline = deadline
             try:
-                channel.sock.send(datagram)
+                channel.sock.send(_ID_BYTES[ask.qid] + ask.wire[2:])
             except (BlockingIOError, InterruptedError):
                 pass  # a full buffer: like a lost datagram, the timeout handles it
             except OSError as exc:
                 # e.g. ECONNREFUSED from an earlier ICMP error.
                 channel.error(exc)
+        deadlines = self._deadlines
+        # Forget finished batches at the head, so the queue stays about as long
+        # as the queries in flight.
+        while deadlines and _finished(deadlines[0][1]):
+            deadlines.popleft()
+        deadlines.append((deadline, outbox))
+        if self._sweeper is None:
+            self._sweeper = loop.call_at(deadlines[0][0], self._sweep)
 
     def _replace_channel(self, upstream: _Upstream, index: int) -> _UdpChannel:
         """A new socket in slot ``index``, retiring the one it replaces."""
@@ -445,15 +463,16 @@ class UpstreamPool:
         deadlines = self._deadlines
         now = self.loop.time()
         while deadlines and deadlines[0][0] <= now:
-            _, ask, attempt = deadlines.popleft()
-            channel = ask.channel
-            if channel is None or ask.attempt != attempt:
-                continue  # answered or moved on since
-            del channel.pending[ask.qid]
-            ask.channel = None
-            channel.release()
-            self.failed_attempt(ask)
-        while deadlines and deadlines[0][1].channel is None:
+            deadline, batch = deadlines.popleft()
+            for ask in batch:
+                channel = ask.channel
+                if channel is None or ask.deadline != deadline:
+                    continue  # answered, or failed and sent again since
+                del channel.pending[ask.qid]
+                ask.channel = None
+                channel.release()
+                self.failed_attempt(ask)
+        while deadlines and _finished(deadlines[0][1]):
             deadlines.popleft()
         if deadlines:
             self._sweeper = self.loop.call_at(deadlines[0][0], self._sweep)
@@ -478,6 +497,7 @@ class UpstreamPool:
             ask.callback(ask.fallback)
             return
         self.stats.upstream_failovers += 1
+        ask.deadline = 0.0  # not sent yet
         self._send(ask)
 
     def retry_over_tcp(self, ask: _Ask) -> None:
