@@ -69,8 +69,10 @@ Q_KEY, Q_END, Q_FLAGS, Q_PAYLOAD, Q_TYPE = range(5)
 #: Header bytes 4-10 of a plain query: qdcount 1, ancount 0, nscount 0 and the
 #: high byte of arcount 0 (compared as one slice: fewer steps per packet).
 _PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00"
-#: The start of an EDNS OPT record: root owner name, type 41 (RFC 6891 section 6.1.2).
-_OPT_START = b"\x00\x00\x29"
+#: A question's type and class, then the fixed part of an OPT record (RFC 6891
+#: section 6.1.2): root owner (one zero byte), type, CLASS = payload size, TTL =
+#: extended rcode, version, DO and Z bits, and the length of the options.
+_TAIL_UNPACK = struct.Struct("!HHBHHBBBBH").unpack_from
 #: Cache-key bits for header byte 3's AD (0x20) and CD (0x10) bits, by ``byte & 0x30``.
 _AD_CD_KEY = tuple((KEY_AD if i & 0x20 else 0) | (KEY_CD if i & 0x10 else 0) for i in range(0x31))
 
@@ -106,32 +108,33 @@ def scan_query(data: bytes) -> QueryHead | None:
         if arcount == 0:
             if question_end != size:
                 return None
+            qtype = (data[name_end] << 8) | data[name_end + 1]
             payload = CLASSIC_UDP_SIZE
         else:
-            # The OPT pseudo-RR (RFC 6891 section 6.1.2): root owner, type 41, CLASS
-            # is the payload size, TTL holds extended rcode, version and flags.
-            opt = question_end
-            if arcount != 1 or data[opt : opt + 3] != _OPT_START:
+            # The OPT pseudo-RR (RFC 6891 section 6.1.2) after the question's type
+            # and class: root owner, type 41, CLASS is the payload size, TTL holds
+            # extended rcode, version and flags.
+            qtype, _, root, rtype, payload, _, version, do_byte, _, rdlength = _TAIL_UNPACK(
+                data, name_end
+            )
+            if arcount != 1 or root or rtype != TYPE_OPT:
                 return None
             # Version other than 0 must be answered BADVERS (RFC 6891 section 6.1.3).
-            if data[opt + 6]:
-                return None
-            if opt + 11 + ((data[opt + 9] << 8) | data[opt + 10]) != size:
+            if version or question_end + 11 + rdlength != size:
                 return None
             # Payload sizes below 512 are treated as 512 (RFC 6891 section 6.2.5).
-            payload = (data[opt + 3] << 8) | data[opt + 4]
             if payload < CLASSIC_UDP_SIZE:
                 payload = CLASSIC_UDP_SIZE
-            flags |= KEY_DO | KEY_EDNS if data[opt + 7] & 0x80 else KEY_EDNS
+            flags |= KEY_DO | KEY_EDNS if do_byte & 0x80 else KEY_EDNS
         return (
             # The type and class bytes are not lowercased: 0x41 is qtype HTTPS.
             data[12:name_end].lower() + data[name_end:question_end],
             question_end,
             flags,
             payload,
-            (data[name_end] << 8) | data[name_end + 1],
+            qtype,
         )
-    except IndexError:
+    except (IndexError, struct.error):
         # Shorter than its header, its name or its OPT record says.
         return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from dataclasses import replace
 
 import dns.edns
 import dns.flags
@@ -235,6 +236,43 @@ def test_inflight_bound_drops_and_counts():
             assert len(answered) == 2
             assert service.stats.dropped_inflight == 4
             assert service.inflight == 0
+        finally:
+            await service.stop(0)
+            upstream.close()
+
+    run(main())
+
+
+def test_reload_adopts_a_new_inflight_bound():
+    async def main() -> None:
+        async def slow(query: dns.message.Message, wire: bytes) -> list[bytes]:
+            await asyncio.sleep(0.3)
+            return await replies("192.0.2.1")(query, wire)
+
+        upstream = await FakeUpstream(slow).start()
+        config = make_config([upstream.endpoint], max_inflight=100)
+        service, endpoint = await start_service(config)
+        try:
+            await service.reload(replace(config, dns=replace(config.dns, max_inflight=1)))
+            # Both the scanned path (EDNS) and the other one (an empty question
+            # section is not plain) are held to the new bound.
+            slow_ones = [
+                asyncio.ensure_future(
+                    udp_exchange(endpoint, a_query(f"n{i}.example.", use_edns=0).to_wire(), 1.5)
+                )
+                for i in range(3)
+            ]
+            deadline = asyncio.get_running_loop().time() + 1.0
+            while service.stats.dropped_inflight < 2:
+                assert asyncio.get_running_loop().time() < deadline, "queries not dropped"
+                await asyncio.sleep(0.01)
+            assert service.inflight == 1
+            empty = a_query("x.example.")
+            empty.question = []
+            assert await udp_exchange(endpoint, empty.to_wire(), 0.3) is None
+            results = await asyncio.gather(*slow_ones)
+            assert len([r for r in results if r is not None]) == 1
+            assert service.stats.dropped_inflight == 3
         finally:
             await service.stop(0)
             upstream.close()
