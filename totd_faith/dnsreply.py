@@ -67,29 +67,37 @@ class MessageReader:
         """(uncompressed wire form, offset after the name); RFC 1035 section 4.1.4."""
         parts: list[bytes] = []
         end = -1
-        # dnspython's rule: every pointer must point before the previous one.
+        # dnspython's rules (dns.name.from_wire_parser): every pointer must point
+        # before the previous one, and what it points to must lie wholly before
+        # the stretch of the name that points to it (reads stop at ``readable``).
         limit = offset
+        readable = len(data)
         position = offset
         size = 0
         while True:
+            if position >= readable:
+                raise _Unusual
             length = data[position]
             if length == 0:
                 if end < 0:
                     end = position + 1
                 break
             if length >= 0xC0:
+                if position + 1 >= readable:
+                    raise _Unusual
                 target = ((length & 0x3F) << 8) | data[position + 1]
                 if target >= limit:
                     raise _Unusual
                 if end < 0:
                     end = position + 2
+                readable = limit
                 limit = target
                 position = target
                 continue
             if length > 63:
                 raise _Unusual
             stop = position + 1 + length
-            if stop > len(data):
+            if stop > readable:
                 raise _Unusual
             parts.append(data[position:stop])
             size += length + 1

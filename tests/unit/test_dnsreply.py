@@ -9,6 +9,7 @@ import dns.name
 import dns.opcode
 import dns.rcode
 import dns.rrset
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -165,3 +166,18 @@ def test_reads_queries_like_from_wire(qname, qtype, qclass, edns, do, payload, f
     query.flags = flags
     wire = query.to_wire()
     _same(MessageReader().read(wire), dns.message.from_wire(wire))
+
+
+def test_pointer_into_the_name_that_points_is_refused_like_from_wire():
+    # The additional record's owner is a pointer (at offset 27) to offset 1, whose
+    # 51-byte "label" runs past 27 into the pointer itself. dnspython refuses it
+    # (the target must lie wholly before the pointing part, dns.name.from_wire_parser);
+    # so must the reader, instead of reading a name out of the header.
+    data = bytes.fromhex(
+        "f833810000010000000000020171076578616d706c650000010001c001000100019e00012c0004"
+        "c00002df0000292000000000000000"
+    )
+    with pytest.raises(dns.exception.FormError):
+        dns.message.from_wire(data)
+    with pytest.raises(dns.exception.FormError):
+        MessageReader().read(data)
