@@ -37,7 +37,7 @@ import dns.rdatatype
 from totd_faith.config import Config
 from totd_faith.dns64fast import FastAnswer, FastDns64
 from totd_faith.dnscache import DnsCache
-from totd_faith.dnsmiss import Deliver, Miss, Send, as_deliver, deliver_to
+from totd_faith.dnsmiss import Deliver, Miss, Send, as_deliver
 from totd_faith.dnsreply import MessageReader
 from totd_faith.dnssockets import listening_socket
 from totd_faith.dnsstats import DnsStats
@@ -406,27 +406,16 @@ class DnsService:
         head: QueryHead | None,
         client_class: int,
         limit: int,
-        deliver: Deliver,
-    ) -> None:
-        """Answer an admitted query (see :meth:`admit`): ``deliver`` gets the
-        response bytes (None: drop it) exactly once, and the in-flight slot is
-        released just before."""
-        self.handle_to(data, host, head, client_class, limit, deliver_to, deliver)
-
-    def handle_to(
-        self,
-        data: bytes,
-        host: str,
-        head: QueryHead | None,
-        client_class: int,
-        limit: int,
         send: Send,
         peer: Any,
     ) -> None:
-        """:meth:`handle`, with the answer going to ``send(peer, wire)``: for UDP
-        the listener's one bound method and the client's address, so that a
-        miss builds no callable of its own.  A plain AAAA miss takes the
-        wire-level path (totd_faith.dnsmiss); everything else the DNS64 core."""
+        """Answer an admitted query (see :meth:`admit`): ``send(peer, wire)`` gets
+        the response bytes (None: drop it) exactly once, and the in-flight slot
+        is released just before.  For UDP ``send`` is the listener's one bound
+        method and ``peer`` the client's address, so that a miss builds no
+        callable of its own; for TCP, :func:`~totd_faith.dnsmiss.deliver_to` and
+        the connection's callback.  A plain AAAA miss takes the wire-level path
+        (totd_faith.dnsmiss); everything else the DNS64 core."""
         fast = self.fast
         if (
             fast is not None

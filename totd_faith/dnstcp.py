@@ -7,6 +7,8 @@ import logging
 import struct
 from typing import TYPE_CHECKING, cast
 
+from totd_faith.dnsmiss import deliver_to
+
 if TYPE_CHECKING:
     from totd_faith.dnsserver import DnsService
 
@@ -101,7 +103,9 @@ class TcpConnection(asyncio.Protocol):
                 return
             if service.admit(data):
                 self.pending += 1
-                service.handle(data, self.host, head, client_class, MAX_MESSAGE, self._deliver)
+                service.handle(
+                    data, self.host, head, client_class, MAX_MESSAGE, deliver_to, self._deliver
+                )
         except Exception:
             service.stats.errors += 1
             log.debug("dns: failed to handle a TCP message from %s", self.host, exc_info=True)

@@ -188,10 +188,10 @@ class UdpListener:
                         stats.dropped_inflight += 1
                         return
                     service.inflight += 1
-                    service.handle_to(data, addr[0], head, client_class, payload, send_answer, addr)
+                    service.handle(data, addr[0], head, client_class, payload, send_answer, addr)
                 elif service.admit(data):
                     limit = udp_limit(data)
-                    service.handle_to(data, addr[0], head, client_class, limit, send_answer, addr)
+                    service.handle(data, addr[0], head, client_class, limit, send_answer, addr)
             except Exception:
                 stats.errors += 1
                 log.debug("dns: failed to handle a UDP packet from %s", addr, exc_info=True)
