@@ -85,8 +85,11 @@ class FakeSocket:
     def send(self, data: bytes) -> int:
         end = data.index(b"\x00", 12) + 5
         reply = self.replies[data[12:end].lower()]
+        if not self.queue:
+            # Readable now: one callback, which reads until EAGAIN, as an event
+            # loop makes it (not one per datagram).
+            FakeSocket.ready.append(self)
         self.queue.append(data[:2] + reply[2:])
-        FakeSocket.ready.append(self)
         return len(data)
 
     def recv(self, size: int) -> bytes:
