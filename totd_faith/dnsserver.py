@@ -170,8 +170,6 @@ class DnsService:
         self.fast: FastDns64 | None = None
         self.upstreams: UpstreamPool | None = None
         self.inflight = 0
-        #: config.dns.max_inflight, at hand for the UDP miss path (see admit).
-        self.max_inflight = config.dns.max_inflight
         self.tcp_clients = 0
         self.log_queries = config.log.queries
         #: (protocol, socket address) of every listener, e.g. ("udp", ("127.0.0.1", 5353)).
@@ -282,7 +280,6 @@ class DnsService:
         self.fast = fast
         self.upstreams = upstreams
         self.log_queries = config.log.queries
-        self.max_inflight = config.dns.max_inflight
         self.memo.clear()
         self.replays.clear()
         self.cache = DnsCache(
@@ -391,7 +388,7 @@ class DnsService:
             # Too short to answer, or a response (answering it invites loops).
             self.stats.dropped += 1
             return False
-        if self.inflight >= self.max_inflight:
+        if self.inflight >= self.config.dns.max_inflight:
             self.stats.dropped_inflight += 1
             return False
         # Counted from admission, not from when the task first runs, so a burst
@@ -458,10 +455,7 @@ class DnsService:
             stats.errors += 1
             log.debug("dns: failed to finish an answer for %s", miss.host, exc_info=True)
             wire = header_response(miss.data, dns.rcode.SERVFAIL) or b""
-        # _release, written out: this runs once per miss.
-        self.inflight -= 1
-        if not self.inflight and self._drained is not None:
-            self._drained.set()
+        self._release()
         miss.send(miss.peer, wire)
 
     def to_core(self, miss: Miss, prefetched: dict[bytes, bytes | None]) -> None:

@@ -181,16 +181,8 @@ class UdpListener:
                                     rcode,
                                 )
                             return
-                if head is not None:
-                    # DnsService.admit, written out (once per miss): scan_query has
-                    # already refused what its first check drops (short, QR set).
-                    if service.inflight >= service.max_inflight:
-                        stats.dropped_inflight += 1
-                        return
-                    service.inflight += 1
-                    service.handle(data, addr[0], head, client_class, payload, send_answer, addr)
-                elif service.admit(data):
-                    limit = udp_limit(data)
+                if service.admit(data):
+                    limit = head[3] if head is not None else udp_limit(data)
                     service.handle(data, addr[0], head, client_class, limit, send_answer, addr)
             except Exception:
                 stats.errors += 1
