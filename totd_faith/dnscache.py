@@ -205,7 +205,7 @@ class DnsCache:
         )
         if ttl <= 0 or wire[2] & 0x02:  # TC: not the real answer
             return 0
-        cost = 2 * len(wire) + ENTRY_OVERHEAD  # entry_cost(wire), written out: once per miss
+        cost = entry_cost(wire)
         if cost > self.max_bytes:
             return 0
         entries = self._entries
