@@ -219,7 +219,6 @@ class _UdpChannel:
         pending = self.pending
         pool = self.pool
         stats = pool.stats
-        upstream = self.upstream
         for _ in range(_BATCH):
             try:
                 data = recv(_RECV_SIZE)
@@ -248,11 +247,7 @@ class _UdpChannel:
             ask.channel = None
             if self.retired:
                 self.release()
-            rcode = data[3] & 0x0F
-            if upstream.failures or rcode in _SERVER_ERRORS:
-                pool.answered(ask, rcode, result)  # health to update, or moving on
-            else:
-                ask.callback(result)  # the common case of answered(), without the call
+            pool.answered(ask, data[3] & 0x0F, result)
 
     def error(self, exc: OSError) -> None:
         if exc.errno in _UNREACHABLE_ERRNOS:
