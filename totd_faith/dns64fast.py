@@ -250,21 +250,8 @@ class Reply:
     def _plain(self, data: bytes, ancount: int, nscount: int, arcount: int) -> bool:
         """Recognise the two plain shapes (see the class), or return False or raise
         (the walk then decides what the reply is)."""
-        offset = HEADER_SIZE
-        # The question's name: plain labels (the client's, see scan_query).  Its
-        # label starts are where later names may point (see _tail_name).
-        starts = []
-        while True:
-            length = data[offset]
-            if not length:
-                break
-            if length > 63:
-                return False
-            starts.append(offset)
-            offset += length + 1
-        if offset - HEADER_SIZE > 254:  # RFC 1035 section 2.3.4: 255 with the root
-            return False
-        offset += 1
+        # The question's label starts are where later names may point (see _tail_name).
+        starts, offset = _question_labels(data)
         labels: _Labels = {start: (offset - start, 0) for start in starts}
         offset += 4
         self.question_end = offset
@@ -316,19 +303,8 @@ class Reply:
         #: Every name read, by offset (see _name): the splice checks its pointers here.
         self.names = names
         # The question's name, and every name ending it: pointers mostly go there.
-        offset = HEADER_SIZE
-        while True:
-            length = data[offset]
-            if not length:
-                break
-            if length > 63:
-                raise _Unusual  # a pointer could only point into the header
-            names[offset] = (b"", 0, 0, False)
-            offset += length + 1
-        offset += 1
-        if offset - HEADER_SIZE > 255:  # RFC 1035 section 2.3.4
-            raise _Unusual
-        for start in names:
+        starts, offset = _question_labels(data)
+        for start in starts:
             names[start] = (data[start:offset], offset, 0, False)
         names[offset - 1] = (b"\x00", offset, 0, False)
         offset += 4
@@ -412,6 +388,27 @@ class Reply:
         return self.counts[2] - (1 if self.opt_start >= 0 else 0)
 
 
+def _question_labels(data: bytes) -> tuple[list[int], int]:
+    """The label starts of a reply's question name and the offset just past it.
+    Plain labels only (the client's name, see scan_query: a pointer could only
+    point into the header); raises _Unusual otherwise or past 255 bytes (RFC
+    1035 section 2.3.4), IndexError past the end."""
+    offset = HEADER_SIZE
+    starts = []
+    while True:
+        length = data[offset]
+        if not length:
+            break
+        if length > 63:
+            raise _Unusual
+        starts.append(offset)
+        offset += length + 1
+    offset += 1
+    if offset - HEADER_SIZE > 255:
+        raise _Unusual
+    return starts, offset
+
+
 #: Label starts of the names read so far by _plain_tail: (length of the name
 #: from there on, compression pointers followed to read it).
 _Labels = dict[int, tuple[int, int]]
@@ -460,10 +457,11 @@ def _plain_tail(data: bytes, offset: int, nscount: int, arcount: int, labels: _L
                 raise _Unusual
             return _Tail(start, offset, moving, ttl_offsets, ttls)
         length = data[offset]
-        if length >= 0xC0 and (((length & 0x3F) << 8) | data[offset + 1]) < start:
+        target = ((length & 0x3F) << 8) | data[offset + 1] if length >= 0xC0 else start
+        if target < start:
             # A bare pointer to a label start before the tail (the common owner):
             # nothing moves and no label starts here; the rest as _tail_name.
-            known = labels.get(((length & 0x3F) << 8) | data[offset + 1])
+            known = labels.get(target)
             if known is None or known[1] >= _MAX_POINTERS:
                 raise _Unusual
             offset += 2
