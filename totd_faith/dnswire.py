@@ -91,15 +91,15 @@ def scan_query(data: bytes) -> QueryHead | None:
         if data[2] & 0xF8 or data[4:11] != _PLAIN_COUNTS:
             return None
         # Reading past the end raises IndexError: no length checks in the loop.
-        i = 12  # HEADER_SIZE
-        length = data[12]
+        i = HEADER_SIZE
+        length = data[HEADER_SIZE]
         while length:
             if length > 63:  # a compression pointer or an extended label type
                 return None
             i += length + 1
             length = data[i]
         name_end = i + 1
-        if name_end > 267:  # 255 bytes of name at most (RFC 1035 section 2.3.4)
+        if name_end > HEADER_SIZE + 255:  # RFC 1035 section 2.3.4: 255 bytes of name
             return None
         question_end = name_end + 4
         size = len(data)
@@ -128,7 +128,7 @@ def scan_query(data: bytes) -> QueryHead | None:
             flags |= KEY_DO | KEY_EDNS if do_byte & 0x80 else KEY_EDNS
         return (
             # The type and class bytes are not lowercased: 0x41 is qtype HTTPS.
-            data[12:name_end].lower() + data[name_end:question_end],
+            data[HEADER_SIZE:name_end].lower() + data[name_end:question_end],
             question_end,
             flags,
             payload,

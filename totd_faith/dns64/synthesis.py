@@ -157,7 +157,7 @@ class Synthesizer:
                 # RFC 6052 section 3.1: the Well-Known Prefix "MUST NOT be used
                 # to represent non-global IPv4 addresses" (RFC 7050's
                 # 192.0.0.170/171 excepted, see Nat64Prefix.may_embed).
-                if prefix.is_well_known and not prefix.may_embed_int(v4):
+                if not prefix.may_embed_int(v4):
                     continue
                 out.append(prefix.embed_int(v4))
         return out
@@ -166,7 +166,7 @@ class Synthesizer:
         """Whether ``v4`` may appear inside ``prefix`` (mapped set and RFC 6052 3.1)."""
         if not translatable(v4) or not self.is_mapped(v4):
             return False
-        return not prefix.is_well_known or prefix.may_embed_int(v4)
+        return prefix.may_embed_int(v4)
 
     # -- sections --------------------------------------------------------------
 
