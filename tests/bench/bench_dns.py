@@ -20,6 +20,11 @@ query per cold name here).  ``unbound-qmin-off`` is the same with
 ``qname-minimisation: no``: the fastest Unbound we know for this load, shown
 beside it so the ratio can be read against both.
 
+Hot rounds also run ``python-floor`` (floor_server.py): the "minimal uvloop
+UDP cache in Python" that issue 3 measured at about 0.9x Unbound, a dict from
+query bytes to answer bytes in front of ``unbound``.  It does no DNS work at
+all, so it shows what any CPython server pays per datagram on this machine.
+
 It prints a table (qps, p50/p99 latency from dnsperf -v per-query latencies)
 and writes the raw dnsperf outputs under --workdir.
 """
@@ -61,6 +66,8 @@ UNBOUNDS = {
     "unbound-qmin-off": "qname-minimisation: no",
 }
 SERVERS = ("totd-faith", *UNBOUNDS)
+#: Hot load only: floor_server.py, a minimal uvloop UDP cache in front of "unbound".
+FLOOR = "python-floor"
 HOT = 100
 DOC_NETS = [ipaddress.IPv4Network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")]
 
@@ -234,6 +241,20 @@ def start_totd_faith(
     return endpoint, daemon
 
 
+def start_floor(workdir: Path, upstream: Endpoint, cpu: str | None) -> tuple[Endpoint, Daemon]:
+    """floor_server.py on a free port, forwarding its misses to ``upstream``."""
+    port = free_port()
+    script = Path(__file__).with_name("floor_server.py")
+    argv = [*taskset(cpu), sys.executable, str(script), "--listen", str(port)]
+    argv += ["--upstream", f"{upstream.host}:{upstream.port}"]
+    run_dir = workdir / FLOOR
+    run_dir.mkdir(exist_ok=True)
+    daemon = Daemon(FLOOR, argv, run_dir)
+    endpoint = parse_endpoint(f"127.0.0.1:{port}")
+    wait_dns(endpoint, ZONE, "SOA", check=any_response, daemon=daemon)
+    return endpoint, daemon
+
+
 def pin(pid: int, cpu: str | None) -> None:
     if cpu is not None and shutil.which("taskset"):
         subprocess.run(
@@ -328,6 +349,11 @@ def main() -> int:
         default=None,
         help="run only this server (repeatable); default: all of them",
     )
+    parser.add_argument(
+        "--no-floor",
+        action="store_true",
+        help=f"leave out {FLOOR} (floor_server.py) from the hot rounds",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the hot and cold runs")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
@@ -405,6 +431,12 @@ def main() -> int:
                 else:
                     daemon.stop()
                     daemons.remove(daemon)
+        unbound = next((s for s in servers if s[0] == "unbound"), None)
+        if unbound is not None and not args.no_floor:
+            endpoint, daemon = start_floor(workdir, unbound[1], server_cpu)
+            daemons.append(daemon)
+            warm(endpoint, hot_file, client_cpu, workdir, FLOOR)
+            servers.append((FLOOR, endpoint, daemon.pid))
         # Hot: alternate the servers round by round, so that load from other
         # processes on a shared machine hits both alike; report the median round.
         for round_ in range(args.rounds):
@@ -449,7 +481,7 @@ def main() -> int:
             f"{r.p50_ms:.3f} | {r.p99_ms:.3f} | {r.rcodes} |"
         )
     summary: dict[tuple[str, str], Result] = {}
-    for name in SERVERS:
+    for name in (*SERVERS, FLOOR):
         hot = sorted(
             (r for r in results if r.server == name and r.load.startswith("hot")),
             key=lambda r: r.qps,
@@ -469,7 +501,7 @@ def main() -> int:
     )
     print("|---|---|---:|---:|---:|---|---|")
     for load in ("hot", "cold"):
-        for peer in UNBOUNDS:
+        for peer in (*UNBOUNDS, FLOOR):
             ours_r, theirs = summary.get(("totd-faith", load)), summary.get((peer, load))
             if ours_r and theirs and theirs.qps:
                 print(
