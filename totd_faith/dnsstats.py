@@ -33,6 +33,8 @@ class DnsStats:
     upstream_ignored: int = 0
     #: Replies with TC that were retried over TCP.
     upstream_tcp_retries: int = 0
+    #: TCP connections opened to upstreams (each is reused, see upstreamtcp).
+    upstream_tcp_connections: int = 0
     #: Queries dropped: too short, QR set, or over the in-flight bound.
     dropped: int = 0
     dropped_inflight: int = 0

@@ -91,6 +91,12 @@ METRICS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
         "Truncated upstream replies retried over TCP.",
     ),
     (
+        "totd_faith_dns_upstream_tcp_connections_total",
+        "counter",
+        (),
+        "TCP connections opened to upstreams (each reused for later TCP retries).",
+    ),
+    (
         "totd_faith_dns_dropped_queries_total",
         "counter",
         ("reason",),
@@ -234,6 +240,7 @@ class StatsCollector(Collector):
         yield _counter("totd_faith_dns_upstream_marked_down_total", s.upstream_marked_down)
         yield _counter("totd_faith_dns_upstream_ignored_replies_total", s.upstream_ignored)
         yield _counter("totd_faith_dns_upstream_tcp_retries_total", s.upstream_tcp_retries)
+        yield _counter("totd_faith_dns_upstream_tcp_connections_total", s.upstream_tcp_connections)
         yield _labelled(
             "totd_faith_dns_dropped_queries_total",
             "reason",

@@ -45,6 +45,7 @@ from totd_faith.dnsreply import MessageReader
 from totd_faith.dnsstats import DnsStats
 from totd_faith.dnswire import HEADER_SIZE, render_query, skip_name
 from totd_faith.endpoints import Endpoint
+from totd_faith.upstreamtcp import TcpChannel
 
 log = logging.getLogger("totd_faith.upstream")
 
@@ -142,6 +143,13 @@ def _echoes(data: bytes, question: bytes) -> bool:
             or data[HEADER_SIZE : HEADER_SIZE + len(question)].lower() == question
         )
     )
+
+
+def _retire_opened(task: asyncio.Task[TcpChannel]) -> None:
+    """A TCP connection that was being opened when the pool closed: close it
+    once its queries are answered."""
+    if not task.cancelled() and task.exception() is None:
+        task.result().retire()
 
 
 def _finished(batch: list[_Ask]) -> bool:
@@ -285,6 +293,19 @@ class _Upstream:
         self.failures = 0
         self.down_until = 0.0
         self.channels: list[_UdpChannel | None] = [None] * SOCKETS_PER_UPSTREAM
+        #: The TCP connection for truncated replies (see upstreamtcp), and its
+        #: connection attempt while there is none.
+        self.tcp: TcpChannel | None = None
+        self.tcp_opening: asyncio.Task[TcpChannel] | None = None
+
+    def tcp_opened(self, task: asyncio.Task[TcpChannel]) -> None:
+        self.tcp_opening = None
+        if not task.cancelled() and task.exception() is None:
+            self.tcp = task.result()
+
+    def tcp_closed(self, channel: TcpChannel) -> None:
+        if self.tcp is channel:
+            self.tcp = None
 
 
 class UpstreamPool:
@@ -512,29 +533,55 @@ class UpstreamPool:
     async def _ask_tcp(
         self, upstream: _Upstream, wire: bytes, question: bytes, check: ReplyCheck
     ) -> tuple[int, Any] | None:
-        """RFC 7766 section 6.2.1: query over TCP, two-byte length prefix.
-        Returns (rcode, checked reply) or None."""
-        qid = _random32() & 0xFFFF
-        writer: asyncio.StreamWriter | None = None
+        """Ask over the upstream's TCP connection, opened if there is none
+        (RFC 7766 sections 6.2.1 and 6.2.1.1: reused and pipelined).  Returns
+        (rcode, checked reply) or None."""
         try:
             async with asyncio.timeout(self.timeout):
-                reader, writer = await asyncio.open_connection(upstream.host, upstream.port)
-                writer.write(_LENGTH.pack(len(wire)) + _ID_BYTES[qid] + wire[2:])
-                while True:
-                    size = _LENGTH.unpack(await reader.readexactly(2))[0]
-                    data = await reader.readexactly(size)
-                    if reply_matches(data, qid, question):
-                        try:
-                            return data[3] & 0x0F, check(data)
-                        except Exception:  # garbage with a matching ID (RFC 5452 9.1)
-                            pass
-                    self.stats.upstream_ignored += 1
-        except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                data = await self._exchange_tcp(upstream, wire)
+        except (OSError, TimeoutError) as exc:
             log.debug("upstream %s over TCP: %r", upstream.endpoint, exc)
             return None
-        finally:
-            if writer is not None:
-                writer.close()
+        if data is not None and _echoes(data, question):
+            try:
+                return data[3] & 0x0F, check(data)
+            except Exception:  # garbage with a matching ID (RFC 5452 section 9.1)
+                pass
+        self.stats.upstream_ignored += 1
+        return None
+
+    async def _exchange_tcp(self, upstream: _Upstream, wire: bytes) -> bytes | None:
+        for _ in range(2):
+            channel = await self._tcp_channel(upstream)
+            reused = channel.reused
+            qid = _random32() & 0xFFFF
+            while channel.busy(qid):
+                qid = _random32() & 0xFFFF
+            try:
+                return await channel.exchange(qid, _ID_BYTES[qid] + wire[2:])
+            except ConnectionError:
+                if not reused:
+                    raise
+                # RFC 7766 section 6.2.3: the server may close a connection at
+                # any time; the query goes once more, on a new connection.
+                log.debug("upstream %s closed a reused TCP connection", upstream.endpoint)
+        return None
+
+    async def _tcp_channel(self, upstream: _Upstream) -> TcpChannel:
+        """The upstream's open TCP connection, or a new one.  Queries that
+        need one at the same time share one connection attempt."""
+        channel = upstream.tcp
+        if channel is not None and not channel.closed:
+            return channel
+        opening = upstream.tcp_opening
+        if opening is None:
+            opening = upstream.tcp_opening = self.loop.create_task(
+                TcpChannel.open(upstream.host, upstream.port, upstream.tcp_closed)
+            )
+            opening.add_done_callback(upstream.tcp_opened)
+            self.stats.upstream_tcp_connections += 1
+        # shield: one waiter's timeout must not cancel the attempt for the others.
+        return await asyncio.shield(opening)
 
     # -- health ----------------------------------------------------------------------
 
@@ -582,3 +629,7 @@ class UpstreamPool:
                 if channel is not None:
                     channel.retired = True
                     channel.release()
+            if upstream.tcp is not None:
+                upstream.tcp.retire()
+            if upstream.tcp_opening is not None:
+                upstream.tcp_opening.add_done_callback(_retire_opened)

@@ -100,6 +100,11 @@ class FakeUpstream:
     endpoint: Endpoint = field(init=False)
     udp_queries: int = 0
     tcp_queries: int = 0
+    tcp_connections: int = 0
+    #: Answer this many queries on a TCP connection, then close it when the
+    #: next one arrives, unanswered (a server's idle timeout or query limit
+    #: racing with the client's next query).
+    tcp_close_after: int | None = None
     transport: asyncio.DatagramTransport | None = None
     server: asyncio.base_events.Server | None = None
 
@@ -136,16 +141,21 @@ class FakeUpstream:
             self.transport.sendto(wire, addr)
 
     async def _tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.tcp_connections += 1
+        answered = 0
         try:
             while True:
                 size = struct.unpack("!H", await reader.readexactly(2))[0]
                 data = await reader.readexactly(size)
+                if answered == self.tcp_close_after:
+                    break
                 self.tcp_queries += 1
                 query = dns.message.from_wire(data)
                 behaviour = self.tcp_behaviour or self.behaviour
                 for wire in await behaviour(query, data):
                     writer.write(struct.pack("!H", len(wire)) + wire)
                 await writer.drain()
+                answered += 1
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
