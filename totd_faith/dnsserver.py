@@ -42,7 +42,7 @@ from totd_faith.dnsreply import MessageReader
 from totd_faith.dnssockets import listening_socket
 from totd_faith.dnsstats import DnsStats
 from totd_faith.dnstcp import MAX_MESSAGE, TcpConnection
-from totd_faith.dnsudp import REFUSED_CLIENT, UdpListener, truncate
+from totd_faith.dnsudp import REFUSED_CLIENT, UdpListener
 from totd_faith.dnswire import (
     HEADER_SIZE,
     TYPE_AAAA,
@@ -50,6 +50,7 @@ from totd_faith.dnswire import (
     formerr_for,
     header_response,
     scan_query,
+    truncate,
 )
 from totd_faith.endpoints import Endpoint, IPAddress, loop_listener
 from totd_faith.errors import OperatorError
@@ -448,7 +449,7 @@ class DnsService:
             )
             if len(wire) > miss.limit:
                 # RFC 1035 section 4.2.1 / RFC 6891 section 7, as on the core path.
-                wire = truncate(self, wire, miss.limit)
+                wire = truncate(wire, miss.limit)
             if self.log_queries:
                 self._log_query(miss.host, wire, False)
         except Exception:
@@ -530,7 +531,7 @@ class DnsService:
         if len(wire) > udp_limit:
             # RFC 1035 section 4.2.1 / RFC 6891 section 7: what does not fit is
             # cut at an RRset boundary and TC tells the client to ask over TCP.
-            wire = response.to_wire(max_size=udp_limit, prefer_truncation=True, want_shuffle=False)
+            wire = truncate(wire, udp_limit)
         stats.responses_by_rcode[response.rcode()] += 1
         if query.question and query.question[0].rdtype == dns.rdatatype.AAAA:
             self._count_synthesized(response)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import dns.message
 
-from totd_faith.dnswire import HEADER_SIZE, scan_query
+from totd_faith.dnswire import HEADER_SIZE, scan_query, truncate
 
 if TYPE_CHECKING:
     from totd_faith.dnsserver import DnsService
@@ -157,11 +157,11 @@ class UdpListener:
                                     hit[question_end:],
                                 )
                             )
-                            size = len(out)
-                            if size > payload:
+                            if len(out) > payload:
                                 # Too big for this client over UDP: cut at an RRset
-                                # boundary and set TC (RFC 1035 section 4.2.1).
-                                out = truncate(service, out, payload)
+                                # boundary and set TC (RFC 1035 section 4.2.1).  The
+                                # same query bytes give the same cut, so it replays.
+                                out = truncate(out, payload)
                             append((out, addr))
                             rcode = hit[3] & 0x0F
                             stats.cache_hits += 1
@@ -169,7 +169,7 @@ class UdpListener:
                             by_rcode[rcode] += 1
                             if service.log_queries:
                                 service._log_query(host, out, True)
-                            elif size <= payload and size <= REPLAY_MAX_BYTES:
+                            elif len(out) <= REPLAY_MAX_BYTES:
                                 # Not with the query log on: every query must pass here.
                                 if len(replays) >= REPLAY_MAX:
                                     replays.clear()
@@ -222,12 +222,6 @@ REPLAY_MAX_BYTES = 1_232
 #: Datagrams handled per wake-up before other work gets a turn.
 UDP_BATCH = 64
 _UDP_RECV_SIZE = 65_535
-
-
-def truncate(service: DnsService, wire: bytes, limit: int) -> bytes:
-    """``wire`` cut down to ``limit`` bytes with TC set, OPT kept (RFC 6891 section 7)."""
-    message = service.reader.read(wire)
-    return message.to_wire(max_size=limit, prefer_truncation=True, want_shuffle=False)
 
 
 def udp_limit(data: bytes) -> int:

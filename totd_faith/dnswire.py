@@ -258,3 +258,121 @@ def header_response(data: bytes, rcode: int) -> bytes | None:
 def formerr_for(data: bytes) -> bytes | None:
     """FORMERR for a query whose header is readable but the rest is not."""
     return header_response(data, 1)
+
+
+def truncate(data: bytes, limit: int) -> bytes:
+    """The response ``data`` cut to at most ``limit`` bytes for a UDP client.
+
+    RFC 2181 section 9: whole RRsets are kept while they fit, in message
+    order; TC is set when part of the answer or authority section is left out,
+    not when only additional data is (RFC 1035 section 4.2.1 for the limit).
+    RFC 6891 section 7: the OPT record stays.  The result is a prefix of
+    ``data`` (compression pointers only point backwards, so every kept name
+    still resolves) with the counts patched, plus OPT when it lay beyond the cut:
+    the bytes dnspython's ``to_wire(max_size=limit, prefer_truncation=True)``
+    writes for the same message, without parsing and rendering every record.
+    """
+    if len(data) <= limit:
+        return data
+    question_end, records = _records(data)
+    opt = b""
+    for start, name_end, end, section in reversed(records):
+        if section != SECTION_ADDITIONAL:
+            break
+        if data[name_end : name_end + 2] == b"\x00\x29":  # TYPE_OPT
+            opt = data[start:end]
+            break
+    room = limit - len(opt)
+    # The first record that does not fit; its whole RRset goes (dnspython
+    # writes an RRset's records together, so they are neighbours).
+    cut = 0
+    while cut < len(records) and records[cut][2] <= room:
+        cut += 1
+    while 0 < cut < len(records) and _same_rrset(data, records[cut - 1], records[cut]):
+        cut -= 1
+    counts = [0, 0, 0, 0]
+    opt_inside = False
+    for _, name_end, _, section in records[:cut]:
+        counts[section] += 1
+        opt_inside = opt_inside or data[name_end : name_end + 2] == b"\x00\x29"
+    flags = _U16.unpack_from(data, 2)[0]
+    if cut < len(records) and records[cut][3] != SECTION_ADDITIONAL:
+        flags |= FLAG_TC
+    if opt and not opt_inside:
+        counts[SECTION_ADDITIONAL] += 1
+    else:
+        opt = b""
+    end = records[cut - 1][2] if cut else question_end
+    header = _HEADER.pack(0, flags, 1, *counts[1:])
+    return b"".join((data[:2], header[2:], data[HEADER_SIZE:end], opt))
+
+
+#: A record's place in a message: where it starts, where its owner name ends,
+#: where it ends, and its section.
+_Place = tuple[int, int, int, int]
+
+
+def _records(data: bytes) -> tuple[int, list[_Place]]:
+    """The end of the question and the place of every record of a response
+    with one question; lighter than :func:`walk_response` (no TTLs)."""
+    if len(data) < HEADER_SIZE:
+        raise WireError("shorter than a DNS header")
+    _, _, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
+    if qdcount != 1:
+        raise WireError(f"{qdcount} questions, expected 1")
+    question_end = offset = skip_name(data, HEADER_SIZE) + 4
+    records: list[_Place] = []
+    append = records.append
+    size = len(data)
+    for section, count in (
+        (SECTION_ANSWER, ancount),
+        (SECTION_AUTHORITY, nscount),
+        (SECTION_ADDITIONAL, arcount),
+    ):
+        for _ in range(count):
+            start = offset
+            if offset < size and data[offset] >= 0xC0:
+                offset += 2  # the usual owner: one pointer (RFC 1035 section 4.1.4)
+            else:
+                offset = skip_name(data, offset)
+            name_end = offset
+            if offset + 10 > size:
+                raise WireError("record header runs past the end of the message")
+            offset += 10 + ((data[offset + 8] << 8) | data[offset + 9])
+            append((start, name_end, offset, section))
+    if offset != size:
+        raise WireError("records do not end where the message does")
+    return question_end, records
+
+
+def _same_rrset(data: bytes, first: _Place, other: _Place) -> bool:
+    """Are two records of one RRset: same section, type, class and owner?"""
+    if first[3] != other[3]:
+        return False
+    # Type and class: the 4 bytes after the owner (RFC 1035 section 4.1.3).
+    if data[first[1] : first[1] + 4] != data[other[1] : other[1] + 4]:
+        return False
+    # The same owner bytes (usually one pointer) are the same name; different
+    # bytes may still be (a name and a pointer to it, or another letter case).
+    raw = data[first[0] : first[1]]
+    return raw == data[other[0] : other[1]] or _owner(data, first[0]) == _owner(data, other[0])
+
+
+def _owner(data: bytes, offset: int) -> bytes:
+    """The name at ``offset`` with pointers followed, lowercased (RFC 4343)."""
+    labels = []
+    hops = 0
+    while True:
+        if offset + 1 >= len(data):
+            raise WireError("name runs past the end of the message")
+        length = data[offset]
+        if length & 0xC0 == 0xC0:
+            hops += 1
+            if hops > 127:  # walk_response checked the bytes, not for loops
+                raise WireError("compression pointer loop")
+            offset = ((length & 0x3F) << 8) | data[offset + 1]
+            continue
+        labels.append(data[offset : offset + length + 1])
+        if length == 0:
+            return b"".join(labels).lower()
+        offset += length + 1

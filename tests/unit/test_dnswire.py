@@ -29,6 +29,7 @@ from totd_faith.dnswire import (
     render_query,
     scan_query,
     skip_name,
+    truncate,
     walk_response,
 )
 from totd_faith.errors import WireError
@@ -280,3 +281,95 @@ def test_formerr_echoes_id_opcode_and_rd():
     assert parsed.flags & dns.flags.QR and parsed.flags & dns.flags.RD
     assert formerr_for(b"\x00" * 11) is None
     assert formerr_for(dns.message.make_response(query).to_wire()) is None
+
+
+# -- truncate: RFC 2181 section 9, RFC 6891 section 7 ----------------------------------------
+
+_owners = st.sampled_from(["big.example.", "BIG.example.", "other.example.", "example.", "x.y.z."])
+
+
+@st.composite
+def _rrsets(draw: st.DrawFn) -> dns.rrset.RRset:
+    owner = draw(_owners)
+    kind = draw(st.sampled_from(["A", "AAAA", "TXT", "NS"]))
+    count = draw(st.integers(1, 30))
+    if kind == "A":
+        texts = [f"192.0.2.{i}" for i in range(1, count + 1)]
+    elif kind == "AAAA":
+        texts = [f"2001:db8::{i:x}" for i in range(1, count + 1)]
+    elif kind == "TXT":
+        size = draw(st.integers(0, 200))
+        texts = [f'"{i}{"t" * size}"' for i in range(count)]
+    else:
+        texts = [f"ns{i}.{owner}" for i in range(count)]
+    return dns.rrset.from_text(owner, 300, "IN", kind, *texts)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(_rrsets(), max_size=3),
+    st.lists(_rrsets(), max_size=2),
+    st.lists(_rrsets(), max_size=3),
+    st.sampled_from([None, 512, 1232, 4096]),
+    st.integers(0, 4000),
+)
+def test_truncate_writes_what_dnspython_writes(answer, authority, additional, edns, limit):
+    """Byte for byte dnspython's ``to_wire(max_size, prefer_truncation=True)``:
+    whole RRsets in order, TC when answer or authority lost some, OPT kept."""
+    query = dns.message.make_query(
+        "big.example.", "AAAA", use_edns=edns is not None, payload=edns or 512
+    )
+    response = dns.message.make_response(query)
+    for section, rrsets in (
+        (response.answer, answer),
+        (response.authority, authority),
+        (response.additional, additional),
+    ):
+        for rrset in rrsets:
+            found = next((r for r in section if r.match(rrset.name, 1, rrset.rdtype, 0)), None)
+            if found is None:
+                section.append(rrset)
+            else:  # dnspython would merge them: so does the reference message
+                found.union_update(rrset)
+    wire = response.to_wire(max_size=65535, want_shuffle=False)
+    limit = max(limit, 512)
+    expected = response.to_wire(max_size=limit, prefer_truncation=True, want_shuffle=False)
+    got = truncate(wire, limit)
+    assert got == expected
+    assert len(got) <= limit or len(got) == len(wire) <= limit
+
+
+def test_truncate_keeps_a_message_that_fits_and_sets_tc_only_for_required_data():
+    query = dns.message.make_query("big.example.", "AAAA", use_edns=0, payload=1232)
+    response = dns.message.make_response(query)
+    response.answer.append(
+        dns.rrset.from_text(
+            "big.example.", 300, "IN", "AAAA", *[f"2001:db8::{i}" for i in range(9)]
+        )
+    )
+    response.additional.append(
+        dns.rrset.from_text("x.example.", 300, "IN", "TXT", '"' + "t" * 250 + '"')
+    )
+    wire = response.to_wire(max_size=65535, want_shuffle=False)
+    assert truncate(wire, len(wire)) is wire
+    # Only the additional TXT is lost: no TC (RFC 2181 section 9), OPT still there.
+    cut = dns.message.from_wire(truncate(wire, len(wire) - 1))
+    assert not cut.flags & dns.flags.TC
+    assert len(cut.answer[0]) == 9 and not cut.additional and cut.edns == 0
+    # Not even the answer fits: TC, the question and OPT only.
+    cut = dns.message.from_wire(truncate(wire, 100))
+    assert cut.flags & dns.flags.TC
+    assert not cut.answer and cut.question == response.question and cut.payload == response.payload
+
+
+@settings(max_examples=1000)
+@given(st.binary(max_size=300), st.integers(0, 300))
+def test_truncate_of_random_bytes_raises_only_wire_error(data, limit):
+    try:
+        out = truncate(data, limit)
+    except WireError:
+        return
+    if len(data) <= limit:
+        assert out is data
+    else:  # a prefix of the message, maybe with its OPT moved up: never longer
+        assert out[:2] == data[:2] and len(out) <= len(data)
