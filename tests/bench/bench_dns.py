@@ -77,7 +77,12 @@ def _address(i: int) -> str:
     return str(net.network_address + 1 + i % 254)
 
 
-def zone_text(cold: int) -> str:
+#: A records per name of the truncated load: 100 make an A answer of about
+#: 1.6 KB, more than the 1232-byte EDNS payload both resolvers offer upstream.
+TC_RECORDS = 100
+
+
+def zone_text(cold: int, truncated: int = 0) -> str:
     lines = [
         f"$ORIGIN {ZONE}",
         "$TTL 3600",
@@ -87,15 +92,19 @@ def zone_text(cold: int) -> str:
     ]
     lines += [f"h{i} IN A {_address(i)}" for i in range(HOT)]
     lines += [f"c{i} IN A {_address(i)}" for i in range(cold)]
+    for i in range(truncated):
+        lines += [f"t{i} IN A {_address(j)}" for j in range(TC_RECORDS)]
     return "\n".join(lines) + "\n"
 
 
-def write_query_files(workdir: Path, cold: int) -> tuple[Path, Path]:
+def write_query_files(workdir: Path, cold: int, truncated: int = 0) -> tuple[Path, Path, Path]:
     hot_file = workdir / "hot.txt"
     hot_file.write_text("".join(f"h{i}.{ZONE} AAAA\n" for i in range(HOT)))
     cold_file = workdir / "cold.txt"
     cold_file.write_text("".join(f"c{i}.{ZONE} AAAA\n" for i in range(cold)))
-    return hot_file, cold_file
+    tc_file = workdir / "truncated.txt"
+    tc_file.write_text("".join(f"t{i}.{ZONE} AAAA\n" for i in range(truncated)))
+    return hot_file, cold_file, tc_file
 
 
 @dataclass
@@ -339,6 +348,13 @@ def main() -> int:
         default=1,
         help="cold runs per server, alternating, each on a freshly started server",
     )
+    parser.add_argument(
+        "--tc-names",
+        type=int,
+        default=0,
+        help=f"also a truncated load: this many names with {TC_RECORDS} A records each, "
+        "asked once after each cold run (the A reply needs TCP upstream); default none",
+    )
     parser.add_argument("--outstanding", type=int, default=100, help="dnsperf -q")
     parser.add_argument("--server-cpu", default="0", help="taskset CPU for the servers ('' = none)")
     parser.add_argument("--client-cpu", default="1", help="taskset CPU for dnsperf and NSD")
@@ -367,12 +383,13 @@ def main() -> int:
     client_cpu = args.client_cpu or None
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-dns-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    hot_file, cold_file = write_query_files(workdir, args.cold_names)
+    hot_file, cold_file, tc_file = write_query_files(workdir, args.cold_names, args.tc_names)
 
-    nsd = start_bench_nsd(zone_text(args.cold_names), workdir / "nsd")
+    nsd = start_bench_nsd(zone_text(args.cold_names, args.tc_names), workdir / "nsd")
     pin(nsd.daemon.pid, client_cpu)
     results: list[Result] = []
     cold_cpu: dict[str, list[Cpu]] = {}
+    tc_cpu: dict[str, list[Cpu]] = {}
     hot_cpu: dict[str, list[Cpu]] = {}
     daemons: list[Daemon] = [nsd.daemon]
 
@@ -425,6 +442,25 @@ def main() -> int:
                     f"{name} cold round {round_} done in {time.monotonic() - started:.1f}s",
                     file=sys.stderr,
                 )
+                if args.tc_names:
+                    # Truncated: each name's A reply is too big for UDP upstream,
+                    # so it is asked again over TCP.  New names, so misses too.
+                    cpu_before = process_cpu(daemon.pid)
+                    text = dnsperf(
+                        endpoint,
+                        tc_file,
+                        seconds=args.cold_limit,
+                        runs=1,
+                        outstanding=args.outstanding,
+                        cpu=client_cpu,
+                        out=workdir / f"{name}-tc{round_}.txt",
+                    )
+                    cpu_after = process_cpu(daemon.pid)
+                    result = parse_dnsperf(name, f"tc{round_}", text)
+                    results.append(result)
+                    tc_cpu.setdefault(name, []).append(
+                        per_query(cpu_before, cpu_after, result.completed)
+                    )
                 if last:
                     warm(endpoint, hot_file, client_cpu, workdir, name)
                     servers.append((name, endpoint, daemon.pid))
@@ -488,19 +524,20 @@ def main() -> int:
         )
         if hot:
             summary[(name, "hot")] = hot[len(hot) // 2]
-        cold = sorted(
-            (r for r in results if r.server == name and r.load.startswith("cold")),
-            key=lambda r: r.qps,
-        )
-        if cold:
-            summary[(name, "cold")] = cold[len(cold) // 2]
+        for load in ("cold", "tc"):
+            runs = sorted(
+                (r for r in results if r.server == name and r.load.startswith(load)),
+                key=lambda r: r.qps,
+            )
+            if runs:
+                summary[(name, load)] = runs[len(runs) // 2]
     print("\nsummary (median round of each load)\n")
     print(
         "| load | peer | totd-faith qps | peer qps | ratio "
         "| totd-faith p50/p99 ms | peer p50/p99 ms |"
     )
     print("|---|---|---:|---:|---:|---|---|")
-    for load in ("hot", "cold"):
+    for load in ("hot", "cold", "tc"):
         for peer in (*UNBOUNDS, FLOOR):
             ours_r, theirs = summary.get(("totd-faith", load)), summary.get((peer, load))
             if ours_r and theirs and theirs.qps:
@@ -510,7 +547,7 @@ def main() -> int:
                     f"{ours_r.p50_ms:.3f} / {ours_r.p99_ms:.3f} | "
                     f"{theirs.p50_ms:.3f} / {theirs.p99_ms:.3f} |"
                 )
-    for load, table in (("cold", cold_cpu), ("hot", hot_cpu)):
+    for load, table in (("cold", cold_cpu), ("tc", tc_cpu), ("hot", hot_cpu)):
         if table:
             print(
                 f"\nserver CPU per {load} query (us), per round: user+system (user/system);"
