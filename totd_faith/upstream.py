@@ -260,12 +260,20 @@ class _UdpChannel:
     def error(self, exc: OSError) -> None:
         if exc.errno in _UNREACHABLE_ERRNOS:
             # ICMP port/host unreachable on a connected socket: the upstream is
-            # not there, so fail the waiting queries now instead of at their timeout.
+            # not there, so fail the waiting queries now instead of at their
+            # timeout, and leave this socket: the next query gets a new one.
+            self.retired = True
             self.fail_all()
-        else:
-            # Anything else (e.g. a full buffer) concerns one datagram; the
-            # query it belonged to times out and fails over as usual.
-            log.debug("upstream %s: %r", self.upstream.endpoint, exc)
+            return
+        # Anything else (e.g. a full buffer) concerns one datagram; the query it
+        # belonged to times out and fails over as usual.
+        log.debug("upstream %s: %r", self.upstream.endpoint, exc)
+        if not self.closed:
+            # uvloop stops watching a descriptor once it has reported an error
+            # on it, so the replies still awaited here would never be read.
+            loop = self.pool.loop
+            loop.remove_reader(self.fd)
+            loop.add_reader(self.fd, self._readable)
 
     def fail_all(self) -> None:
         pending, self.pending = self.pending, {}
@@ -407,7 +415,7 @@ class UpstreamPool:
         bits = _random32()
         index = (bits >> 16) % SOCKETS_PER_UPSTREAM  # a power of two: unbiased
         channel = upstream.channels[index]
-        if channel is None or channel.uses >= SOCKET_USES or channel.closed:
+        if channel is None or channel.uses >= SOCKET_USES or channel.retired:
             try:
                 channel = self._replace_channel(upstream, index)
             except OSError as exc:

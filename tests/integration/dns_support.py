@@ -108,7 +108,8 @@ class FakeUpstream:
     transport: asyncio.DatagramTransport | None = None
     server: asyncio.base_events.Server | None = None
 
-    async def start(self) -> FakeUpstream:
+    async def start(self, port: int = 0) -> FakeUpstream:
+        """Listen on ``port`` (UDP and TCP), or on a free one."""
         loop = asyncio.get_running_loop()
         fake = self
 
@@ -120,18 +121,20 @@ class FakeUpstream:
         for _ in range(50):
             # UDP on a kernel-chosen port, then TCP on the same number: retry if
             # some other process holds that TCP port.
-            transport, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
-            port = transport.get_extra_info("sockname")[1]
+            transport, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", port))
+            bound = transport.get_extra_info("sockname")[1]
             try:
-                self.server = await asyncio.start_server(self._tcp, "127.0.0.1", port)
+                self.server = await asyncio.start_server(self._tcp, "127.0.0.1", bound)
             except OSError:
                 transport.close()
+                if port:
+                    raise
                 continue
             self.transport = cast(asyncio.DatagramTransport, transport)
             break
         else:
             raise RuntimeError("no port free for both UDP and TCP")
-        self.endpoint = Endpoint(ipaddress.ip_address("127.0.0.1"), port)
+        self.endpoint = Endpoint(ipaddress.ip_address("127.0.0.1"), bound)
         return self
 
     async def _reply_udp(self, data: bytes, addr: tuple[Any, ...]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 
 import dns.flags
 import dns.message
@@ -386,6 +387,36 @@ def test_single_upstream_gets_a_second_try_after_a_lost_datagram():
             assert _address(await udp_query(endpoint, a_query("a.example."))) == "192.0.2.14"
             assert upstream.udp_queries == 2
             assert service.stats.upstream_failures == 1
+        finally:
+            await service.stop(0)
+            upstream.close()
+
+    run(main())
+
+
+def test_an_upstream_that_restarts_is_used_again_at_once():
+    """Its ICMP port unreachable while it is away must not leave a socket that
+    is no longer read (uvloop stops watching a descriptor after an error)."""
+
+    async def main() -> None:
+        upstream = await FakeUpstream(replies("192.0.2.1")).start()
+        port = upstream.endpoint.port
+        config = make_config([upstream.endpoint], upstream_timeout=1.0)
+        service, endpoint = await start_service(config)
+        try:
+            assert _address(await udp_query(endpoint, a_query("before.example."))) == "192.0.2.1"
+            upstream.close()
+            for i in range(4):  # away: refused at once, well before the timeout
+                started = time.monotonic()
+                response = await udp_query(endpoint, a_query(f"away{i}.example."))
+                assert response.rcode() == dns.rcode.SERVFAIL
+                assert time.monotonic() - started < 0.9
+            upstream = await FakeUpstream(replies("192.0.2.2")).start(port)
+            for i in range(20):  # back: every query answered, none waits for a timeout
+                started = time.monotonic()
+                response = await udp_query(endpoint, a_query(f"back{i}.example."))
+                assert _address(response) == "192.0.2.2"
+                assert time.monotonic() - started < 0.9
         finally:
             await service.stop(0)
             upstream.close()
