@@ -43,6 +43,8 @@ class DnsStats:
     errors: int = 0
     tcp_connections: int = 0
     tcp_rejected: int = 0
+    #: Idle TCP connections closed to make room for a new one at the bound.
+    tcp_evicted: int = 0
 
     def as_dict(self) -> dict[str, object]:
         out: dict[str, object] = {}

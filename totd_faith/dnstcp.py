@@ -1,4 +1,16 @@
-"""The DNS proxy's TCP side (RFC 7766): framing, pipelining, idle timeout."""
+"""The DNS proxy's TCP side (RFC 7766): framing, pipelining, idle timeout.
+
+TCP connections are a bounded resource (``dns.tcp_max_clients``), so the
+rules that keep one client from holding them matter:
+
+* only whole queries and answers count as activity: a client that trickles
+  bytes without completing a message is closed after the idle timeout;
+* a client outside ``dns.allow`` gets its REFUSED answers and is then closed;
+* when every slot is taken, the connection idle the longest (no answer owed)
+  makes room for the new one (RFC 7766 section 6.2.3 lets a server close idle
+  connections, and asks it to prefer serving active ones); only when every
+  connection is busy is the new one turned away.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +19,10 @@ import logging
 import struct
 from typing import TYPE_CHECKING, cast
 
+import dns.rcode
+
 from totd_faith.dnsmiss import deliver_to
+from totd_faith.dnswire import HEADER_SIZE, header_response
 
 if TYPE_CHECKING:
     from totd_faith.dnsserver import DnsService
@@ -31,13 +46,15 @@ class TcpConnection(asyncio.Protocol):
         self.pending = 0
         self.paused = False
         self.host = ""
+        #: Is the client inside dns.allow?  If not, it is closed once answered.
+        self.allowed = True
         self.last_activity = 0.0
         self.idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         service = self.service
-        if service.tcp_clients >= service.config.dns.tcp_max_clients:
+        if service.tcp_clients >= service.config.dns.tcp_max_clients and not _make_room(service):
             service.stats.tcp_rejected += 1
             transport.abort()
             return
@@ -47,6 +64,7 @@ class TcpConnection(asyncio.Protocol):
         service._tcp_connections.add(self)
         peer = transport.get_extra_info("peername")
         self.host = peer[0] if peer else ""
+        self.allowed = service.classify(self.host) >= 0
         loop = asyncio.get_running_loop()
         self.last_activity = loop.time()
         self.idle_timer = loop.call_later(service.config.dns.tcp_idle_timeout, self._check_idle)
@@ -79,7 +97,6 @@ class TcpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.transport is None:
             return
-        self.last_activity = asyncio.get_running_loop().time()
         buffer = self.buffer
         buffer += data
         while len(buffer) >= 2:
@@ -88,6 +105,8 @@ class TcpConnection(asyncio.Protocol):
                 break
             message = bytes(buffer[2 : 2 + size])
             del buffer[: 2 + size]
+            # Activity is a whole query, not a byte (see the module docstring).
+            self.last_activity = asyncio.get_running_loop().time()
             self._handle(message)
         if self.pending >= TCP_PIPELINE_MAX and not self.paused and self.transport is not None:
             self.paused = True
@@ -106,6 +125,12 @@ class TcpConnection(asyncio.Protocol):
                 service.handle(
                     data, self.host, head, client_class, MAX_MESSAGE, deliver_to, self._deliver
                 )
+            elif len(data) >= HEADER_SIZE and not data[2] & 0x80:
+                # Over the in-flight bound.  A UDP client asks again; a TCP client
+                # waits for its answer, so it gets SERVFAIL now, not silence.
+                busy = header_response(data, dns.rcode.SERVFAIL, head[1] if head else 0)
+                if busy is not None:
+                    self._send(busy)
         except Exception:
             service.stats.errors += 1
             log.debug("dns: failed to handle a TCP message from %s", self.host, exc_info=True)
@@ -115,6 +140,9 @@ class TcpConnection(asyncio.Protocol):
             self._send(wire)
         self.pending -= 1
         self.last_activity = asyncio.get_running_loop().time()
+        if not self.allowed and self.pending == 0:
+            self.close()  # its answers were REFUSED: the slot is for others
+            return
         if self.paused and self.pending < TCP_PIPELINE_MAX // 2 and self.transport:
             self.paused = False
             self.transport.resume_reading()
@@ -123,3 +151,18 @@ class TcpConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             # RFC 1035 section 4.2.2: each message is prefixed with its length.
             self.transport.write(_LENGTH.pack(len(wire)) + wire)
+
+
+def _make_room(service: DnsService) -> bool:
+    """Close the connection that owes no answer and has been idle the longest,
+    clients outside dns.allow first; False when every connection is busy."""
+    idle = [c for c in service._tcp_connections if c.pending == 0 and c.transport is not None]
+    if not idle:
+        return False
+    victim = min(idle, key=lambda c: (c.allowed, c.last_activity))
+    transport = victim.transport
+    victim.connection_lost(None)  # frees its slot now; the close below follows
+    assert transport is not None
+    transport.abort()
+    service.stats.tcp_evicted += 1
+    return True

@@ -243,8 +243,9 @@ def render_query(
     )
 
 
-def header_response(data: bytes, rcode: int) -> bytes | None:
-    """A bare response with ``rcode`` echoing ID, opcode and RD (RFC 1035 section 4.1.1).
+def header_response(data: bytes, rcode: int, question_end: int = 0) -> bytes | None:
+    """A bare response with ``rcode`` echoing ID, opcode and RD (RFC 1035 section 4.1.1),
+    and the question when its end is known (``question_end``, from :func:`scan_query`).
 
     None when the packet is too short to have a header or is itself a response
     (answering responses invites reflection loops).
@@ -252,6 +253,9 @@ def header_response(data: bytes, rcode: int) -> bytes | None:
     if len(data) < HEADER_SIZE or data[2] & 0x80:
         return None
     flags = FLAG_QR | (((data[2] << 8) | data[3]) & (OPCODE_MASK | FLAG_RD)) | (rcode & 0x0F)
+    if question_end > HEADER_SIZE:
+        header = _HEADER.pack(0, flags, 1, 0, 0, 0)
+        return b"".join((data[:2], header[2:], data[HEADER_SIZE:question_end]))
     return data[:2] + _HEADER.pack(0, flags, 0, 0, 0, 0)[2:]
 
 

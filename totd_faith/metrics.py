@@ -114,7 +114,13 @@ METRICS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
         "totd_faith_dns_tcp_connections_rejected_total",
         "counter",
         (),
-        "DNS TCP connections refused (ACL or connection bound).",
+        "DNS TCP connections refused: every connection was busy at the bound.",
+    ),
+    (
+        "totd_faith_dns_tcp_connections_evicted_total",
+        "counter",
+        (),
+        "Idle DNS TCP connections closed to make room for a new one at the bound.",
     ),
     # relay, TCP
     (
@@ -250,6 +256,7 @@ class StatsCollector(Collector):
         yield _counter("totd_faith_dns_errors_total", s.errors)
         yield _counter("totd_faith_dns_tcp_connections_total", s.tcp_connections)
         yield _counter("totd_faith_dns_tcp_connections_rejected_total", s.tcp_rejected)
+        yield _counter("totd_faith_dns_tcp_connections_evicted_total", s.tcp_evicted)
 
     def _relay(self, s: RelayStats) -> Iterator[Metric]:
         yield _counter("totd_faith_relay_connections_accepted_total", s.connections_accepted)

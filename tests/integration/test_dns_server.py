@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from dataclasses import replace
 
 import dns.edns
@@ -194,22 +195,116 @@ def test_tcp_pipelined_queries_are_all_answered_and_framed():
 
 def test_tcp_idle_connections_are_closed_and_clients_bounded():
     async def main() -> None:
-        upstream = await FakeUpstream(replies("192.0.2.1")).start()
-        config = make_config([upstream.endpoint], tcp_idle_timeout=0.2, tcp_max_clients=1)
+        async def slow_for_slow(query: dns.message.Message, wire: bytes) -> list[bytes]:
+            if query.question[0].name.labels[0] == b"slow":
+                await asyncio.sleep(0.5)
+            return await replies("192.0.2.1")(query, wire)
+
+        upstream = await FakeUpstream(slow_for_slow).start()
+        config = make_config([upstream.endpoint], tcp_idle_timeout=0.3, tcp_max_clients=1)
         service, endpoint = await start_service(config)
         try:
+            # At the bound, an idle connection makes room for a new client.
             reader, writer = await asyncio.open_connection(*endpoint.sockaddr)
-            # A second client beyond tcp_max_clients is closed at once.
+            (reply,) = await tcp_exchange(endpoint, [a_query("a.example.").to_wire()], 1)
+            assert dns.message.from_wire(reply).rcode() == dns.rcode.NOERROR
+            assert await asyncio.wait_for(reader.read(), 2) == b""
+            writer.close()
+            assert service.stats.tcp_evicted == 1
+            # A connection that owes an answer is never evicted: the newcomer is
+            # turned away instead, and the busy one still gets its answer.
+            reader, writer = await asyncio.open_connection(*endpoint.sockaddr)
+            wire = a_query("slow.example.").to_wire()
+            writer.write(struct.pack("!H", len(wire)) + wire)
+            await writer.drain()
+            await asyncio.sleep(0.1)
             reader2, writer2 = await asyncio.open_connection(*endpoint.sockaddr)
             assert await asyncio.wait_for(reader2.read(), 2) == b""
             writer2.close()
-            # The first one is closed after being idle for 0.2 s.
+            assert service.stats.tcp_rejected == 1
+            size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 2))[0]
+            answer = dns.message.from_wire(await reader.readexactly(size))
+            assert answer.rcode() == dns.rcode.NOERROR
+            # Then, idle for 0.3 s, it is closed.
             assert await asyncio.wait_for(reader.read(), 2) == b""
             writer.close()
-            assert service.stats.tcp_rejected == 1
-            # After it left, a new client is served.
-            (reply,) = await tcp_exchange(endpoint, [a_query("a.example.").to_wire()], 1)
-            assert dns.message.from_wire(reply).rcode() == dns.rcode.NOERROR
+        finally:
+            await service.stop(0)
+            upstream.close()
+
+    run(main())
+
+
+def test_tcp_bytes_without_a_whole_query_do_not_keep_a_connection_open():
+    async def main() -> None:
+        upstream = await FakeUpstream(replies("192.0.2.1")).start()
+        config = make_config([upstream.endpoint], tcp_idle_timeout=0.3)
+        service, endpoint = await start_service(config)
+        try:
+            reader, writer = await asyncio.open_connection(*endpoint.sockaddr)
+            writer.write(b"\xff\xff")  # a 65535-byte message announced...
+            started = time.monotonic()
+            closed = False
+            for _ in range(40):  # ...and one byte every 0.05 s, at most 2 s
+                try:
+                    writer.write(b"x")
+                    await writer.drain()
+                    closed = await asyncio.wait_for(reader.read(), 0.05) == b""
+                except (TimeoutError, ConnectionError):
+                    pass
+                if closed:
+                    break
+            assert closed
+            assert time.monotonic() - started < 1.5
+            writer.close()
+        finally:
+            await service.stop(0)
+            upstream.close()
+
+    run(main())
+
+
+def test_tcp_client_outside_allow_is_refused_then_closed():
+    async def main() -> None:
+        upstream = await FakeUpstream(replies("192.0.2.1")).start()
+        config = make_config([upstream.endpoint], allow=["192.0.2.0/24"], tcp_idle_timeout=5)
+        service, endpoint = await start_service(config)
+        try:
+            reader, writer = await asyncio.open_connection(*endpoint.sockaddr)
+            wire = a_query("a.example.").to_wire()
+            writer.write(struct.pack("!H", len(wire)) + wire)
+            size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 2))[0]
+            answer = dns.message.from_wire(await reader.readexactly(size))
+            assert answer.rcode() == dns.rcode.REFUSED
+            # Closed at once, not after the 5 s idle timeout.
+            assert await asyncio.wait_for(reader.read(), 1) == b""
+            writer.close()
+            assert upstream.udp_queries == 0
+        finally:
+            await service.stop(0)
+            upstream.close()
+
+    run(main())
+
+
+def test_tcp_query_over_the_inflight_bound_gets_servfail_not_silence():
+    async def main() -> None:
+        async def slow(query: dns.message.Message, wire: bytes) -> list[bytes]:
+            await asyncio.sleep(0.3)
+            return await replies("192.0.2.1")(query, wire)
+
+        upstream = await FakeUpstream(slow).start()
+        service, endpoint = await start_service(make_config([upstream.endpoint], max_inflight=1))
+        try:
+            first, second = a_query("one.example."), a_query("Two.Example.")
+            replies_ = await tcp_exchange(endpoint, [first.to_wire(), second.to_wire()], 2)
+            answers = {m.id: m for m in map(dns.message.from_wire, replies_)}
+            assert answers[first.id].rcode() == dns.rcode.NOERROR
+            busy = answers[second.id]
+            assert busy.rcode() == dns.rcode.SERVFAIL
+            assert busy.question == second.question
+            assert busy.question[0].name.to_text() == "Two.Example."
+            assert service.stats.dropped_inflight == 1
         finally:
             await service.stop(0)
             upstream.close()

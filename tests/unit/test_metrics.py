@@ -64,6 +64,7 @@ def busy_dns() -> DnsStats:
     s.errors = 14
     s.tcp_connections = 15
     s.tcp_rejected = 16
+    s.tcp_evicted = 4
     return s
 
 
@@ -113,6 +114,7 @@ def test_dns_metrics() -> None:
     assert value(m, "totd_faith_dns_errors_total") == 14
     assert value(m, "totd_faith_dns_tcp_connections_total") == 15
     assert value(m, "totd_faith_dns_tcp_connections_rejected_total") == 16
+    assert value(m, "totd_faith_dns_tcp_connections_evicted_total") == 4
     assert not any(name.startswith("totd_faith_relay_") for name, _ in m)
 
 
