@@ -183,9 +183,17 @@ def test_hundreds_of_concurrent_connections(
 def test_backend_refused_resets_client_promptly(relay: RelayFactory) -> None:
     closed = free_port()  # nothing listens there
     started, port = relay(closed)
-    sock = _connect(port)
     t0 = time.monotonic()
-    assert _closed_within(sock, 3.0) == "reset"
+    try:
+        sock = _connect(port)
+    except ConnectionResetError:
+        # The relay's connect to a loopback backend fails at once, so its reset can
+        # arrive before our connect() has returned (create_connection with a timeout
+        # then reports it from SO_ERROR): that is the prompt reset this test wants.
+        ended = "reset"
+    else:
+        ended = _closed_within(sock, 3.0)
+    assert ended == "reset"
     assert time.monotonic() - t0 < 2.0
     _wait_log(started, "backend refused")
 
