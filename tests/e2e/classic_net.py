@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.integration.relay_process import peer_argv
 from tests.netns import Namespace, Topology
 from tests.support.cli import totd_faith_argv
 from tests.support.nginx import nginx_conf
@@ -214,6 +215,20 @@ def remove_resolv_conf(site: Site) -> None:
         pass
 
 
+def tcp_echo_argv(host: str, port: int) -> list[str]:
+    """The TCP echo on the server: relay_peers.py's, one thread per connection.
+
+    Not ``socat TCP-LISTEN PIPE``: socat echoes through a pipe of its own with
+    blocking writes, so when the client reads more slowly than it sends (a busy
+    machine), socat can block for good writing into that full pipe, which only
+    socat itself drains.  The TCP echo test then stalled about once in 20 runs:
+    socat stuck in pipe_write with 500 kB unread in its socket, the relay with
+    nothing queued either way.  tests/integration/test_relay_echo_backend.py
+    runs this argv over loopback with that traffic (it fails with socat's).
+    """
+    return peer_argv("echo-server", host, str(port))
+
+
 def start_server_daemons(server: Namespace, tmp: Path) -> str:
     """nginx, TCP and UDP echo on port 7, NSD; returns the big file's SHA-256."""
     www = tmp / "www"
@@ -234,10 +249,7 @@ def start_server_daemons(server: Namespace, tmp: Path) -> str:
         "nginx", "-c", str(conf), "-p", str(tmp), "-e", str(tmp / "nginx-error.log"),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    server.popen(
-        "socat", f"TCP4-LISTEN:7,bind={SERVER_V4},fork,reuseaddr", "PIPE",
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    server.popen(*tcp_echo_argv(SERVER_V4, 7), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server.popen(
         "socat", "-T", "5", f"UDP4-RECVFROM:7,bind={SERVER_V4},fork", "PIPE",
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

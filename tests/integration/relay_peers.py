@@ -10,6 +10,9 @@
         both hashes; print one JSON line; exit 0 only when everything matched.
     python relay_peers.py echo-server HOST PORT
         Echo every connection, half-close after the client's EOF.
+    python relay_peers.py slow-echo-client HOST PORT
+        Echo 600,000 bytes to a reader slower than the writer (see
+        slow_reader_echo); print one JSON line; exit 0 only when all came back.
     python relay_peers.py probe HOST PORT [SOURCE]
         Connect (from SOURCE if given), send a line, and print how the
         connection went within 3 s: refused, reset, eof, or data:<first line>.
@@ -102,6 +105,63 @@ def echo_handler(conn: socket.socket) -> None:
         pass
     finally:
         conn.close()
+
+
+#: slow_reader_echo's traffic: 200 writes of 3,000 bytes, 2 ms apart (1.5 MB/s), and a
+#: reader that takes 4,096 bytes every 5 ms (at most 0.8 MB/s).
+SLOW_WRITES, SLOW_WRITE_SIZE, SLOW_WRITE_GAP = 200, 3000, 0.002
+SLOW_READ_SIZE, SLOW_READ_GAP = 4096, 0.005
+
+
+def slow_reader_echo(host: str, port: int, stall: float = 3.0) -> dict[str, object]:
+    """Echo 600,000 bytes through host:port to a reader slower than the writer.
+
+    This is the echo test of the namespaces (a sender thread, a reader) on a
+    busy machine, made repeatable over loopback: the segment size of a veth
+    link (TCP_MAXSEG 1448, so the far end's send buffer stays small as it does
+    there), a small receive buffer, odd-sized writes paced so that the echo
+    reads them one at a time, and a reader that falls behind.  The echo then
+    holds data it cannot send back while more keeps arriving: an echo that
+    blocks on a buffer of its own (socat PIPE writing into its own pipe) stops
+    for good, a correct one only slows down.  Stops after ``stall`` seconds
+    without data; returns what came back.
+    """
+    import time
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    payload = os.urandom(SLOW_WRITES * SLOW_WRITE_SIZE)
+    sent: list[str] = []
+    got = bytearray()
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # Both before connect(): the MSS is announced in the SYN, the window from the buffer.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1448)
+        sock.settimeout(stall)
+        sock.connect((host, port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def send() -> None:
+            try:
+                for start in range(0, len(payload), SLOW_WRITE_SIZE):
+                    sock.sendall(payload[start : start + SLOW_WRITE_SIZE])
+                    time.sleep(SLOW_WRITE_GAP)  # the traffic's shape, not a wait for readiness
+                sent.append("all")
+            except OSError as exc:
+                sent.append(repr(exc))
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        try:
+            while len(got) < len(payload):
+                data = sock.recv(SLOW_READ_SIZE)
+                if not data:
+                    break
+                got += data
+                time.sleep(SLOW_READ_GAP)  # the slow reader
+        except OSError as exc:
+            sent.append(f"reader: {exc!r}")
+        sender.join()
+    return {"sent": sent, "received": len(got), "ok": bytes(got) == payload}
 
 
 def hash_client(host: str, port: int, send_bytes: int, reply_bytes: int) -> dict[str, object]:
@@ -240,6 +300,10 @@ def main(argv: list[str]) -> int:
         _serve(_listen(host, port), echo_handler)
     elif command == "hash-client":
         result = hash_client(host, port, int(argv[3]), int(argv[4]))
+        print(json.dumps(result), flush=True)
+        return 0 if result["ok"] else 1
+    elif command == "slow-echo-client":
+        result = slow_reader_echo(host, port)
         print(json.dumps(result), flush=True)
         return 0 if result["ok"] else 1
     elif command == "probe":
