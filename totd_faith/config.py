@@ -679,11 +679,24 @@ def _validate_prefixes(
                 )
 
 
+def _validate_dns_listen(listen: tuple[Endpoint, ...]) -> None:
+    """Each listen address once.  Otherwise the second socket fails with "address
+    in use; stop the other DNS server", which blames a server that does not
+    exist (or, with service.workers > 1 and SO_REUSEPORT, binds a useless twin)."""
+    for i, endpoint in enumerate(listen):
+        if endpoint in listen[:i]:
+            j = listen.index(endpoint)
+            raise ConfigError(
+                f"dns.listen[{i}]", f"{endpoint} is listed twice (also dns.listen[{j}]); remove one"
+            )
+
+
 def validate(config: Config) -> Config:
     """Checks that span several keys."""
     if not config.prefixes:
         raise ConfigError("prefixes", "at least one translation prefix is needed")
     _validate_prefixes(config.prefixes, config.dns64.exclude)
+    _validate_dns_listen(config.dns.listen)
     ports = [p.port for p in config.relay.ports]
     for i, port in enumerate(ports):
         if port in ports[:i]:
