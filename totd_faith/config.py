@@ -342,7 +342,8 @@ class DnsConfig:
 
     listen: tuple[Endpoint, ...] = setting(
         lambda: (parse_endpoint("127.0.0.1:5353"), parse_endpoint("[::1]:5353")),
-        "Addresses to answer DNS on, UDP and TCP (port 53 needs CAP_NET_BIND_SERVICE).",
+        "Addresses to answer DNS on, UDP and TCP (port 53 needs CAP_NET_BIND_SERVICE); "
+        "each once. [] turns DNS off in `serve` (relay only); `totd-faith dns` refuses it.",
         p_list(p_endpoint(53)),
         dump=d_list,
         factory=True,
