@@ -264,8 +264,9 @@ class DnsService:
             words(self.listening),
             words(self.upstreams.endpoints),
             words(config.prefixes),
-            config.dns.allow,
-            dns64.clients,
+            # An empty set would print as nothing ("allow ;"): say what it means.
+            str(config.dns.allow) or "nobody (every client gets REFUSED)",
+            str(dns64.clients) or "nobody (no client gets synthesis)",
             words(dns64.mapped),
             words(dns64.exclude),
             words(dns64.never_synthesize),
