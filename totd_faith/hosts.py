@@ -14,7 +14,8 @@ Names are DNS names, not only RFC 1123 host names: RFC 2181 section 11 lets a
 label hold any octets, glibc accepts such names in /etc/hosts, and Docker
 writes ``project_db_1`` there.  So underscores and labels that start or end
 with a hyphen are fine; what is refused is what would not mean the same
-thing everywhere (escapes, a ``*`` wildcard label, an address as a name).
+thing everywhere (escapes and other zone-file specials, a ``*`` wildcard
+label, an address as a name).
 :func:`is_host_name` tells the zone exporter which names BIND's check-names
 would refuse.
 
@@ -68,9 +69,10 @@ class HostEntry:
 def parse_name(text: str) -> dns.name.Name:
     """Parse one host name; raise ``ValueError`` with the problem (no file or line).
 
-    ``cvsup`` and ``cvsup.`` both give the absolute name ``cvsup.``.  Any
-    printable ASCII is accepted in a label (RFC 2181 section 11), so
-    ``project_db_1`` and ``-dash`` are names; see :func:`is_host_name`.
+    ``cvsup`` and ``cvsup.`` both give the absolute name ``cvsup.``.  Labels
+    may hold any printable ASCII but the few characters zone files give a
+    meaning (RFC 2181 section 11), so ``project_db_1`` and ``-dash`` are names;
+    see :func:`is_host_name`.
     """
     if not text.isascii():
         raise ValueError(
@@ -178,7 +180,7 @@ def parse_hosts(text: str, filename: str) -> tuple[list[HostEntry], list[str]]:
 
 
 #: One part of an inet_aton(3) address: hex (0x), octal (leading 0) or decimal.
-_ATON_PART = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*\Z")
+_ATON_PART = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
 
 
 def _inet_aton(text: str) -> int | None:

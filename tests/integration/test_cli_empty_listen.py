@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.relay_process import start
+from tests.integration.relay_process import start, wait_for_line
 from tests.support.cli import assert_one_line_error, run_cli
 from tests.support.ports import free_port
 from totd_faith.cli.serve_cmd import DnsOff, OptionalRelay, build_services
@@ -73,14 +73,23 @@ def _echo_server() -> tuple[socket.socket, int]:
 def test_serve_with_an_empty_dns_listen_runs_the_relay_alone(tmp_path: Path) -> None:
     backend, target = _echo_server()
     port = free_port("::1")
+    prefix_port = free_port("::1")
     conf = tmp_path / "serve.toml"
     conf.write_text(
+        'prefixes = ["2001:db8:6464::/96"]\n'
         '[dns]\nlisten = []\nupstreams = ["127.0.0.1:9"]\n'
-        f'[relay]\nports = []\nmaps = ["[::1]:{port}=127.0.0.1:{target}"]\n'
+        f'[relay]\nports = [{{ port = {prefix_port}, protocols = ["tcp"] }}]\n'
+        'listen_address = "::1"\n'
+        f'maps = ["[::1]:{port}=127.0.0.1:{target}"]\n'
     )
     argv = [sys.executable, "-m", "totd_faith", "serve", "-c", str(conf)]
     started = start(argv, tmp_path / "serve.out", "serve: relay ")
     try:
+        # The prefix is not routed here: the advice must not promise DNS64.
+        advice = wait_for_line(
+            started.proc, started.output, "no AnyIP route for 2001:db8:6464::/96", 10
+        )
+        assert "DNS64 keeps serving" not in advice
         with socket.create_connection(("::1", port), timeout=5) as sock:
             sock.sendall(b"ping\n")
             got = b""
@@ -91,7 +100,7 @@ def test_serve_with_an_empty_dns_listen_runs_the_relay_alone(tmp_path: Path) -> 
         assert got == b"ping\n"
         text = started.text()
         assert "dns: off (dns.listen is empty); serving the relay only" in text
-        assert "serve: prefixes 64:ff9b::/96; DNS off (dns.listen is empty)" in text
+        assert "serve: prefixes 2001:db8:6464::/96; DNS off (dns.listen is empty)" in text
         assert "listening on none" not in text
     finally:
         started.stop()

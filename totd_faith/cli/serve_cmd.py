@@ -175,7 +175,7 @@ def _announce(config: Config, services: Sequence[Service]) -> None:
     if relay_running:
         log.info("serve: relay %s", _describe(config))
     for line in route_advice(config):
-        log.warning("%s. DNS64 keeps serving.", line)
+        log.warning("%s.%s", line, " DNS64 keeps serving." if dns.listen else "")
 
 
 @click.command(cls=Command, epilog=_EPILOG)
