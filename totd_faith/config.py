@@ -342,7 +342,8 @@ class DnsConfig:
 
     listen: tuple[Endpoint, ...] = setting(
         lambda: (parse_endpoint("127.0.0.1:5353"), parse_endpoint("[::1]:5353")),
-        "Addresses to answer DNS on, UDP and TCP (port 53 needs CAP_NET_BIND_SERVICE).",
+        "Addresses to answer DNS on, UDP and TCP (port 53 needs CAP_NET_BIND_SERVICE); "
+        "each once. [] turns DNS off in `serve` (relay only); `totd-faith dns` refuses it.",
         p_list(p_endpoint(53)),
         dump=d_list,
         factory=True,
@@ -679,11 +680,24 @@ def _validate_prefixes(
                 )
 
 
+def _validate_dns_listen(listen: tuple[Endpoint, ...]) -> None:
+    """Each listen address once.  Otherwise the second socket fails with "address
+    in use; stop the other DNS server", which blames a server that does not
+    exist (or, with service.workers > 1 and SO_REUSEPORT, binds a useless twin)."""
+    for i, endpoint in enumerate(listen):
+        if endpoint in listen[:i]:
+            j = listen.index(endpoint)
+            raise ConfigError(
+                f"dns.listen[{i}]", f"{endpoint} is listed twice (also dns.listen[{j}]); remove one"
+            )
+
+
 def validate(config: Config) -> Config:
     """Checks that span several keys."""
     if not config.prefixes:
         raise ConfigError("prefixes", "at least one translation prefix is needed")
     _validate_prefixes(config.prefixes, config.dns64.exclude)
+    _validate_dns_listen(config.dns.listen)
     ports = [p.port for p in config.relay.ports]
     for i, port in enumerate(ports):
         if port in ports[:i]:

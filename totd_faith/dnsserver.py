@@ -100,10 +100,13 @@ def _read_hosts(config: Config) -> list[Any]:
     return list(entries)
 
 
-def upstream_endpoints(config: Config) -> tuple[Endpoint, ...]:
-    """The configured upstreams, or the nameservers of /etc/resolv.conf."""
+def upstream_endpoints(config: Config, listening: Sequence[Endpoint] = ()) -> tuple[Endpoint, ...]:
+    """The configured upstreams, or the nameservers of /etc/resolv.conf.
+
+    ``listening``: the addresses already being served (on reload they stay the
+    old ones until a restart), checked for loops besides ``dns.listen``."""
     if config.dns.upstreams:
-        return _not_ourselves(config, config.dns.upstreams)
+        return _not_ourselves(config, config.dns.upstreams, listening)
     from totd_faith.resolvconf import read_resolv_conf
 
     found, warnings = read_resolv_conf()
@@ -114,13 +117,15 @@ def upstream_endpoints(config: Config) -> tuple[Endpoint, ...]:
             "no upstream DNS server: /etc/resolv.conf names none; give one with "
             "--upstream ADDR or dns.upstreams in the configuration file"
         )
-    return _not_ourselves(config, tuple(found))
+    return _not_ourselves(config, tuple(found), listening)
 
 
-def _not_ourselves(config: Config, upstreams: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
+def _not_ourselves(
+    config: Config, upstreams: tuple[Endpoint, ...], listening: Sequence[Endpoint] = ()
+) -> tuple[Endpoint, ...]:
     """Forwarding to our own listener would loop every query until it times out,
     also through a wildcard listener (0.0.0.0:53 with nameserver 127.0.0.1)."""
-    listens = config.dns.listen
+    listens = (*listening, *config.dns.listen)
     wildcard = any(ipaddress.ip_address(str(e.host)).is_unspecified for e in listens)
     own = own_addresses() if wildcard else frozenset()
     for upstream in upstreams:
@@ -175,6 +180,8 @@ class DnsService:
         self.log_queries = config.log.queries
         #: (protocol, socket address) of every listener, e.g. ("udp", ("127.0.0.1", 5353)).
         self.addresses: list[tuple[str, tuple[Any, ...]]] = []
+        #: The dns.listen addresses bound at start: a reload cannot move them.
+        self.listening: tuple[Endpoint, ...] = ()
         self._udp: list[UdpListener] = []
         self._tcp: list[asyncio.base_events.Server] = []
         self._tcp_connections: set[TcpConnection] = set()
@@ -186,7 +193,7 @@ class DnsService:
 
     def _new_upstreams(self, config: Config) -> UpstreamPool:
         return UpstreamPool(
-            upstream_endpoints(config),
+            upstream_endpoints(config, self.listening),
             timeout=config.dns.upstream_timeout,
             max_failures=config.dns.upstream_max_failures,
             retry=config.dns.upstream_retry,
@@ -236,6 +243,7 @@ class DnsService:
             self._tcp.append(server)
             self.addresses.append(("udp", udp.getsockname()))
             self.addresses.append(("tcp", tcp.getsockname()))
+        self.listening = tuple(endpoint for endpoint, _, _ in sockets)
         self._log_settings()
 
     def _log_settings(self, what: str = "listening on") -> None:
@@ -251,11 +259,14 @@ class DnsService:
             "mapped %s, exclude %s, never %s, always %s; "
             "cache %d entries or %d MiB (ttl <= %d s, negative <= %d s); hosts files %s",
             what,
-            words(config.dns.listen),
+            # The sockets really bound, not dns.listen: after a reload that
+            # changed it, the old addresses are served until a restart.
+            words(self.listening),
             words(self.upstreams.endpoints),
             words(config.prefixes),
-            config.dns.allow,
-            dns64.clients,
+            # An empty set would print as nothing ("allow ;"): say what it means.
+            str(config.dns.allow) or "nobody (every client gets REFUSED)",
+            str(dns64.clients) or "nobody (no client gets synthesis)",
             words(dns64.mapped),
             words(dns64.exclude),
             words(dns64.never_synthesize),
@@ -273,8 +284,13 @@ class DnsService:
         resolver = self.resolver_factory(config, hosts)
         fast = self._new_fast(config, hosts, resolver)
         upstreams = self._new_upstreams(config)
-        if config.dns.listen != self.config.dns.listen:
-            log.warning("dns: new listen addresses take effect only after a restart")
+        if config.dns.listen != self.listening:
+            log.warning(
+                "dns: new listen addresses take effect only after a restart (dns.listen is "
+                "now %s; still listening on %s)",
+                " ".join(map(str, config.dns.listen)) or "empty",
+                " ".join(map(str, self.listening)),
+            )
         old = self.upstreams
         self.config = config
         self.resolver = resolver

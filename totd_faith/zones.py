@@ -44,7 +44,7 @@ import dns.rdtypes.IN.AAAA
 import dns.zone
 
 from totd_faith.errors import HostsFileError, OperatorError, PrefixError
-from totd_faith.hosts import HostEntry
+from totd_faith.hosts import HostEntry, is_host_name
 from totd_faith.prefix import Nat64Prefix
 
 #: Default TTL of exported records (the same as ``dns64.hosts_ttl``).
@@ -377,6 +377,28 @@ def unbound_text(table: HostTable, ttl: int = DEFAULT_TTL, comment: str = "") ->
     return "\n".join(lines) + "\n"
 
 
+def _check_names_warnings(table: HostTable, settings: ZoneSettings, reverse: bool) -> list[str]:
+    """Names BIND's check-names refuses in a primary zone (its default there is
+    ``fail``): AAAA owners, PTR targets and the NS name must be host names
+    (RFC 1123 section 2.1).  Other DNS servers take any name (RFC 2181 section 11)."""
+    if reverse:
+        names = [owners[0] for _, owners in table.addresses]
+    else:
+        names = [record.name for record in table.records]
+    bad = list(dict.fromkeys(name for name in names if not is_host_name(name)))
+    if not is_host_name(settings.ns):
+        bad.append(settings.ns)
+    if not bad:
+        return []
+    shown = ", ".join(_fqdn(name) for name in bad[:3]) + (", ..." if len(bad) > 3 else "")
+    return [
+        f"{len(bad)} name(s) are not host names (RFC 1123 section 2.1: letters, digits and "
+        f"hyphens, no hyphen at either end of a label): {shown}; BIND refuses them in a "
+        "primary zone unless named.conf relaxes it (check-names primary warn;), NSD and "
+        "Unbound take them as they are"
+    ]
+
+
 def _fqdn(name: dns.name.Name) -> str:
     return name.to_text(omit_final_dot=True)
 
@@ -408,6 +430,7 @@ def export(
         warnings.append("the hosts files give no names to export; the output has none")
     if form == "bind":
         zone = reverse_zone(table, settings) if reverse else forward_zone(table, settings)
+        warnings += _check_names_warnings(table, settings, reverse)
         return bind_text(zone, table, comment), warnings
     if form == "hosts":
         return hosts_text(table, comment), warnings

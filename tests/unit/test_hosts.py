@@ -14,7 +14,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from totd_faith.errors import HostsFileError, OperatorError
-from totd_faith.hosts import HostEntry, parse_hosts, parse_name, read_hosts_files
+from totd_faith.hosts import (
+    HostEntry,
+    is_host_name,
+    parse_hosts,
+    parse_name,
+    read_hosts_files,
+)
 
 V4 = ipaddress.IPv4Address
 
@@ -75,27 +81,55 @@ def test_ipv6_lines_are_skipped_with_a_warning_naming_file_and_line(line: str) -
     ("line", "problem"),
     [
         ("192.0.2.300 bad", "192.0.2.300 is not an IPv4 address"),
-        ("192.0.2 short", "192.0.2 is not an IPv4 address"),
-        ("010.0.0.1 octal", "010.0.0.1 is not an IPv4 address"),
+        (
+            "192.0.2 short",
+            "192.0.2 is ambiguous: inet_aton(3) reads it as 192.0.0.2 (a short form fills the "
+            "missing octets with zeros), glibc's hosts lookups skip the line",
+        ),
+        (
+            "010.0.0.1 octal",
+            "010.0.0.1 is ambiguous: inet_aton(3) reads it as 8.0.0.1 (a leading 0 means "
+            "octal), glibc's hosts lookups skip the line, other programs read it differently; "
+            "write the address you mean as four decimal numbers without leading zeros",
+        ),
+        ("0x7f.0.0.1 hex", "0x7f.0.0.1 is ambiguous: inet_aton(3) reads it as 127.0.0.1 (0x "),
+        ("08.0.0.1 notoctal", "08.0.0.1 is not an IPv4 address"),
         ("192.0.2.0/24 net", "192.0.2.0/24 is not an IPv4 address"),
         ("2001:db8::zz bad6", "2001:db8::zz is not an IPv4 address"),
         ("cvsup 192.0.2.1", "cvsup is not an IPv4 address"),
         ("192.0.2.1", "192.0.2.1 has no host name after it"),
         ("192.0.2.1   # only a comment", "192.0.2.1 has no host name after it"),
-        ("192.0.2.1 bad_name", "bad_name is not a valid host name: host names are letters,"),
-        ("192.0.2.1 -lead", "-lead is not a valid host name: host names are letters,"),
-        ("192.0.2.1 trail-.example", "trail-.example is not a valid host name: host names"),
         ("192.0.2.1 a..b", "a..b is not a valid host name: it has an empty label"),
         ("192.0.2.1 .lead", ".lead is not a valid host name: it has an empty label"),
         ("192.0.2.1 .", ". (the root) is not a host name"),
-        ("192.0.2.1 *.example.org", "*.example.org is not a valid host name: host names"),
-        ("192.0.2.1 a\\.b", "a\\.b is not a valid host name: host names are letters"),
-        ("192.0.2.1 " + "a" * 64, "a" * 64 + " is not a valid host name: host names"),
+        ("192.0.2.1 @", "@ (the root) is not a host name"),
+        (
+            "192.0.2.1 *.example.org",
+            "*.example.org is not a valid host name: a * label is a wildcard in DNS zones "
+            "(RFC 4592); list each host by its name",
+        ),
+        (
+            "192.0.2.1 a\\.b",
+            "a\\.b is not a valid host name: hosts files have no escapes; write the name "
+            "without a backslash",
+        ),
+        (
+            "192.0.2.1 " + "a" * 64,
+            "a" * 64 + " is not a valid host name: the label aaaaaaaaaaaaaaaaaaaa... is 64 "
+            "characters long, more than the 63 a DNS label may have (RFC 1035 section 2.3.4)",
+        ),
+        (
+            "192.0.2.1 a(b);c",
+            "a(b);c is not a valid host name: ( ) ; would need escaping in zone files; use "
+            "letters, digits, '-' and '_'",
+        ),
+        ("192.0.2.1 a\x7fb", "'a\\x7fb' is not a valid host name: it has a control character"),
         ("192.0.2.1 bücher.example", "bücher.example is not a valid host name: write"),
         ("192.0.2.1 192.0.2.2", "192.0.2.2 is an address, not a host name"),
         (
             "192.0.2.1 " + ".".join(["a" * 63] * 4),
-            ".".join(["a" * 63] * 4) + " is not a valid host name: ",
+            ".".join(["a" * 63] * 4) + " is not a valid host name: a DNS name may have at "
+            "most 255 octets (RFC 1035 section 2.3.4)",
         ),
     ],
 )
@@ -121,10 +155,37 @@ def test_name_parser_accepts_digits_and_hyphens() -> None:
     assert parse_name("x") == n("x.")
 
 
+@pytest.mark.parametrize(
+    "text",
+    # RFC 2181 section 11: any label is a valid DNS label; glibc accepts these in
+    # /etc/hosts and Docker writes project_db_1 there (QA: one such line stopped start-up).
+    ["project_db_1", "bad_name.lan", "-dash.lan", "trail-.example", "_srv._tcp.example", "w*x"],
+)
+def test_dns_names_that_are_not_host_names_are_accepted(text: str) -> None:
+    entries, warnings = parse_hosts(f"192.0.2.1 good\n192.0.2.2 {text} other\n", "h")
+    assert warnings == []
+    assert [(str(e.address), e.name, e.lineno) for e in entries] == [
+        ("192.0.2.1", n("good."), 1),
+        ("192.0.2.2", dns.name.from_text(text, dns.name.root), 2),
+        ("192.0.2.2", n("other."), 2),
+    ]
+    assert not is_host_name(entries[1].name)
+    assert is_host_name(entries[0].name)
+
+
+def test_is_host_name_is_rfc_1123_syntax() -> None:
+    assert is_host_name(n("3com-router.example."))
+    assert is_host_name(n("a.b-c.d."))
+    for bad in ("a_b.example.", "-a.example.", "a-.example.", "a b.example."):
+        assert not is_host_name(dns.name.from_text(bad)), bad
+
+
 # -- property: whatever valid hosts text we generate, the parser returns it back
 
 
-_label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
+# DNS labels, not only host names: underscores and hyphens anywhere (RFC 2181 section 11),
+# and other printable characters that need no escape in a zone file.
+_label = st.from_regex(r"[A-Za-z0-9_\-!%&+/:=?^~]{1,12}", fullmatch=True)
 _name = (
     st.lists(_label, min_size=1, max_size=4)
     .map(".".join)

@@ -15,6 +15,7 @@ from totd_faith.cli.common import (
 )
 from totd_faith.config import Config
 from totd_faith.dnsserver import DnsService
+from totd_faith.errors import ConfigError
 from totd_faith.runtime import Service, run_workers, setup_logging
 
 _EPILOG = """\b
@@ -35,6 +36,18 @@ invalid new configuration is logged and the old one kept).
 """
 
 
+def require_dns_listen(config: Config) -> Config:
+    """``dns.listen = []`` is valid for the relay alone (and turns DNS off in
+    ``serve``), but the DNS proxy with no listener would run and serve nothing."""
+    if not config.dns.listen:
+        raise ConfigError(
+            "dns.listen",
+            "the list is empty, so the DNS proxy would answer nowhere; give --listen ADDR or list "
+            'the addresses to answer on, e.g. dns.listen = ["127.0.0.1:53", "[::1]:53"]',
+        )
+    return config
+
+
 @click.command(cls=Command, epilog=_EPILOG)
 @config_option
 @override_flags(dns=True, relay=False)
@@ -48,7 +61,8 @@ def dns(config_path: str | None, **flags: Any) -> None:
     overrides = overrides_from(flags)
 
     def reload_config() -> Config:
-        return load_config(config_path, overrides)
+        # Also on SIGHUP: an empty list would be kept until the next start fails.
+        return require_dns_listen(load_config(config_path, overrides))
 
     config = reload_config()
     setup_logging(config.log)

@@ -64,7 +64,7 @@ def _describe(config: Config) -> str:
         if relay_map.proxy_protocol != "none":
             text += f" (PROXY {relay_map.proxy_protocol})"
         parts.append(text)
-    parts.append(f"clients {relay.clients}")
+    parts.append(f"clients {str(relay.clients) or 'nobody (every connection is refused)'}")
     if relay.rules:
         parts.append(f"{len(relay.rules)} rules")
     if not splice.wanted(relay.splice):

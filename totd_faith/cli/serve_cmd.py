@@ -22,7 +22,7 @@ from totd_faith.cli.common import (
 from totd_faith.cli.relay_cmd import _describe, route_advice
 from totd_faith.config import Config
 from totd_faith.dnsserver import DnsService
-from totd_faith.errors import OperatorError
+from totd_faith.errors import ConfigError, OperatorError
 from totd_faith.metrics import MetricsService, metrics_endpoint
 from totd_faith.relay.service import RelayService
 from totd_faith.runtime import Service, run_workers, setup_logging
@@ -43,7 +43,8 @@ Examples:
 \b
 The relay needs the prefix delivered to this host: `ip -6 route add local
 PREFIX dev lo` (or --manage-routes, or `totd-faith setup --apply`).  Without
-it serve says so and keeps serving DNS.  SIGHUP reloads the configuration
+it serve says so and keeps serving DNS.  With dns.listen = [] DNS is off and
+serve runs the relay alone (with its metrics).  SIGHUP reloads the configuration
 (ACLs, hosts, upstreams, prefixes, ports) without dropping relayed
 connections; SIGTERM/SIGINT drain for service.drain_timeout and exit 0.
 """
@@ -89,37 +90,92 @@ class OptionalRelay:
             await self.relay.stop(drain_timeout)
 
 
+class DnsOff:
+    """Stands in for the DNS proxy when ``dns.listen`` is empty (relay only).
+
+    Listeners are bound at start only, so a SIGHUP that adds addresses is
+    reported rather than silently ignored.
+    """
+
+    name = "dns"
+
+    async def start(self) -> None:
+        log.info("dns: off (dns.listen is empty); serving the relay only")
+
+    async def reload(self, config: Config) -> None:
+        if config.dns.listen:
+            log.warning(
+                "dns: dns.listen (%s) takes effect only after a restart; DNS stays off",
+                " ".join(map(str, config.dns.listen)),
+            )
+
+    async def stop(self, drain_timeout: float) -> None:
+        return None
+
+
 def wants_relay(config: Config) -> bool:
     relay = config.relay
     return bool(relay.ports or relay.maps or relay.all_ports)
 
 
+def require_something(config: Config) -> Config:
+    """serve runs DNS (unless dns.listen is empty) and the relay (unless it has
+    nothing to relay); with neither it would serve nothing at all."""
+    if not config.dns.listen and not wants_relay(config):
+        raise ConfigError(
+            "dns.listen",
+            "the list is empty and there is nothing to relay (relay.ports, relay.maps and "
+            "relay.all_ports are empty), so serve would serve nothing; give --listen ADDR "
+            "for DNS and/or --relay-port N or --map LISTEN=TARGET for the relay",
+        )
+    return config
+
+
 def build_services(config: Config, worker: int = 0) -> list[Service]:
-    """DNS64 proxy, relay (started when it has something to relay) and metrics for one worker."""
-    dns = DnsService(config)
+    """DNS64 proxy, relay (started when it has something to relay) and metrics for one worker.
+
+    With ``dns.listen = []`` DNS is off and the relay is the whole job, so a
+    relay that cannot start stops serve (as it stops ``totd-faith relay``).
+    """
     relay_service = RelayService(config)
-    relay_stats = relay_service.stats
-    services: list[Service] = [dns, OptionalRelay(relay_service)]
+    services: list[Service]
+    dns_stats = None
+    if config.dns.listen:
+        dns = DnsService(config)
+        dns_stats = dns.stats
+        services = [dns, OptionalRelay(relay_service)]
+    else:
+        services = [DnsOff(), relay_service]
     endpoint = metrics_endpoint(config)
     if endpoint is not None:
         # Each worker serves its own counters, worker k on metrics port + k.
-        services.append(MetricsService(endpoint, dns.stats, relay_stats, worker=worker))
+        services.append(MetricsService(endpoint, dns_stats, relay_service.stats, worker=worker))
     return services
 
 
 def _announce(config: Config, services: Sequence[Service]) -> None:
     dns = config.dns
     upstreams = ", ".join(map(str, dns.upstreams)) or "from /etc/resolv.conf"
-    log.info(
-        "serve: prefixes %s; DNS on %s, upstreams %s",
-        ", ".join(map(str, config.prefixes)),
-        ", ".join(map(str, dns.listen)),
-        upstreams,
+    if dns.listen:
+        log.info(
+            "serve: prefixes %s; DNS on %s, upstreams %s",
+            ", ".join(map(str, config.prefixes)),
+            ", ".join(map(str, dns.listen)),
+            upstreams,
+        )
+    else:
+        log.info(
+            "serve: prefixes %s; DNS off (dns.listen is empty)",
+            ", ".join(map(str, config.prefixes)),
+        )
+    relay_running = any(
+        (isinstance(s, OptionalRelay) and s.running) or isinstance(s, RelayService)
+        for s in services
     )
-    if any(isinstance(s, OptionalRelay) and s.running for s in services):
+    if relay_running:
         log.info("serve: relay %s", _describe(config))
     for line in route_advice(config):
-        log.warning("%s. DNS64 keeps serving.", line)
+        log.warning("%s.%s", line, " DNS64 keeps serving." if dns.listen else "")
 
 
 @click.command(cls=Command, epilog=_EPILOG)
@@ -138,7 +194,7 @@ def serve(config_path: str | None, **flags: Any) -> None:
         overrides["relay.ports"] = list(flags["relay_ports"])
 
     def reload_config() -> Config:
-        return load_config(config_path, overrides)
+        return require_something(load_config(config_path, overrides))
 
     config = reload_config()
     setup_logging(config.log)
@@ -158,4 +214,4 @@ def serve(config_path: str | None, **flags: Any) -> None:
         raise click.exceptions.Exit(status)
 
 
-__all__ = ["serve", "build_services", "OptionalRelay"]
+__all__ = ["serve", "build_services", "DnsOff", "OptionalRelay"]

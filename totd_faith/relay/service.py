@@ -104,8 +104,16 @@ def wanted_listeners(config: Config) -> dict[Endpoint, tuple[Endpoint | None, st
     for port in relay.ports:
         if "tcp" in port.protocols:
             wanted[Endpoint(relay.listen_address, port.port)] = (None, port.proxy_protocol)
-    for relay_map in relay.maps:
+    for i, relay_map in enumerate(relay.maps):
         if relay_map.protocol == "tcp":
+            if relay_map.listen in wanted:
+                # One socket per address: silently serving only the map (or only
+                # the port) would send clients somewhere they did not ask for.
+                raise OperatorError(
+                    f"relay.maps[{i}]: {relay_map.listen} (tcp) is also the listener of "
+                    f"prefix-mode port {relay_map.listen.port} on relay.listen_address; "
+                    "remove that port from relay.ports or map another listen address"
+                )
             wanted[relay_map.listen] = (relay_map.target, relay_map.proxy_protocol)
     return wanted
 

@@ -410,8 +410,16 @@ def wanted_listeners(config: Config) -> list[tuple[Endpoint, RelayMap | None]]:
         for entry in relay.ports:
             if "udp" in entry.protocols:
                 wanted.append((Endpoint(relay.listen_address, entry.port), None))
-    for m in relay.maps:
+    for i, m in enumerate(relay.maps):
         if m.protocol == "udp":
+            if any(bind == m.listen for bind, _ in wanted):
+                # Both sockets would bind (SO_REUSEADDR) and the kernel would hand
+                # each datagram to one of them: refuse instead of guessing.
+                raise OperatorError(
+                    f"relay.maps[{i}]: {m.listen} (udp) is also the listener of prefix-mode "
+                    f"port {m.listen.port} on relay.listen_address; remove that port from "
+                    "relay.ports or map another listen address"
+                )
             wanted.append((m.listen, m))
     return wanted
 
