@@ -404,6 +404,39 @@ def main() -> int:
         pin(unbound.daemon.pid, server_cpu)
         return unbound.endpoint, unbound.daemon
 
+    def measure(
+        name: str,
+        endpoint: Endpoint,
+        pid: int,
+        queries: Path,
+        load: str,
+        cpu_table: dict[str, list[Cpu]],
+        *,
+        seconds: float,
+        runs: int,
+        spy: subprocess.Popen[bytes] | None = None,
+    ) -> Result:
+        """One dnsperf run against ``name``: its result and the server's CPU per query."""
+        cpu_before = process_cpu(pid)
+        text = dnsperf(
+            endpoint,
+            queries,
+            seconds=seconds,
+            runs=runs,
+            outstanding=args.outstanding,
+            cpu=client_cpu,
+            out=workdir / f"{name}-{load}.txt",
+        )
+        cpu_after = process_cpu(pid)
+        if spy is not None:
+            if spy.poll() is None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+            spy.wait()
+        result = parse_dnsperf(name, load, text)
+        results.append(result)
+        cpu_table.setdefault(name, []).append(per_query(cpu_before, cpu_after, result.completed))
+        return result
+
     try:
         names = [n for n in SERVERS if args.only is None or n in args.only]
         servers: list[tuple[str, Endpoint, int]] = []
@@ -419,24 +452,16 @@ def main() -> int:
                     else None
                 )
                 started = time.monotonic()
-                cpu_before = process_cpu(daemon.pid)
-                text = dnsperf(
+                measure(
+                    name,
                     endpoint,
+                    daemon.pid,
                     cold_file,
+                    f"cold{round_}",
+                    cold_cpu,
                     seconds=args.cold_limit,
                     runs=1,
-                    outstanding=args.outstanding,
-                    cpu=client_cpu,
-                    out=workdir / f"{name}-cold{round_}.txt",
-                )
-                cpu_after = process_cpu(daemon.pid)
-                if spy is not None:
-                    spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
-                    spy.wait()
-                result = parse_dnsperf(name, f"cold{round_}", text)
-                results.append(result)
-                cold_cpu.setdefault(name, []).append(
-                    per_query(cpu_before, cpu_after, result.completed)
+                    spy=spy,
                 )
                 print(
                     f"{name} cold round {round_} done in {time.monotonic() - started:.1f}s",
@@ -445,21 +470,15 @@ def main() -> int:
                 if args.tc_names:
                     # Truncated: each name's A reply is too big for UDP upstream,
                     # so it is asked again over TCP.  New names, so misses too.
-                    cpu_before = process_cpu(daemon.pid)
-                    text = dnsperf(
+                    measure(
+                        name,
                         endpoint,
+                        daemon.pid,
                         tc_file,
+                        f"tc{round_}",
+                        tc_cpu,
                         seconds=args.cold_limit,
                         runs=1,
-                        outstanding=args.outstanding,
-                        cpu=client_cpu,
-                        out=workdir / f"{name}-tc{round_}.txt",
-                    )
-                    cpu_after = process_cpu(daemon.pid)
-                    result = parse_dnsperf(name, f"tc{round_}", text)
-                    results.append(result)
-                    tc_cpu.setdefault(name, []).append(
-                        per_query(cpu_before, cpu_after, result.completed)
                     )
                 if last:
                     warm(endpoint, hot_file, client_cpu, workdir, name)
@@ -482,23 +501,16 @@ def main() -> int:
                     if args.profile and name == "totd-faith"
                     else None
                 )
-                cpu_before = process_cpu(pid)
-                text = dnsperf(
+                measure(
+                    name,
                     endpoint,
+                    pid,
                     hot_file,
+                    f"hot{round_}",
+                    hot_cpu,
                     seconds=args.duration,
                     runs=1_000_000,
-                    outstanding=args.outstanding,
-                    cpu=client_cpu,
-                    out=workdir / f"{name}-hot{round_}.txt",
-                )
-                cpu_after = process_cpu(pid)
-                if spy is not None:
-                    spy.wait()
-                result = parse_dnsperf(name, f"hot{round_}", text)
-                results.append(result)
-                hot_cpu.setdefault(name, []).append(
-                    per_query(cpu_before, cpu_after, result.completed)
+                    spy=spy,
                 )
     finally:
         for daemon in reversed(daemons):
