@@ -52,7 +52,7 @@ from totd_faith.dnsreply import MessageReader
 from totd_faith.dnsstats import DnsStats
 from totd_faith.dnswire import HEADER_SIZE, render_query, skip_name
 from totd_faith.endpoints import Endpoint
-from totd_faith.upstreamedns import edns_unsupported, without_opt
+from totd_faith.upstreamedns import bare_formerr, edns_unsupported, without_opt
 from totd_faith.upstreamtcp import TcpChannel
 
 log = logging.getLogger("totd_faith.upstream")
@@ -252,19 +252,22 @@ class _UdpChannel:
             qid = (data[0] << 8) | data[1] if len(data) >= HEADER_SIZE else -1
             ask = pending.get(qid)
             if ask is None or not _echoes(data, ask.question):
-                stats.upstream_ignored += 1
-                continue
-            if data[2] & 0x02:  # TC (RFC 1035 section 4.1.1): the full answer needs TCP
-                del pending[qid]
-                ask.channel = None
-                self.release()
-                pool.retry_over_tcp(ask)
-                continue
-            try:
-                result = ask.check(data)
-            except Exception:  # garbage with a matching ID: keep waiting (RFC 5452 9.1)
-                stats.upstream_ignored += 1
-                continue
+                if ask is None or not bare_formerr(data):
+                    stats.upstream_ignored += 1
+                    continue
+                result = None  # only ever used as a FORMERR (see bare_formerr)
+            else:
+                if data[2] & 0x02:  # TC (RFC 1035 section 4.1.1): the full answer needs TCP
+                    del pending[qid]
+                    ask.channel = None
+                    self.release()
+                    pool.retry_over_tcp(ask)
+                    continue
+                try:
+                    result = ask.check(data)
+                except Exception:  # garbage with a matching ID: keep waiting (RFC 5452 9.1)
+                    stats.upstream_ignored += 1
+                    continue
             del pending[qid]
             ask.channel = None
             if self.retired:
@@ -622,6 +625,8 @@ class UpstreamPool:
                 return data, check(data)
             except Exception:  # garbage with a matching ID (RFC 5452 section 9.1)
                 pass
+        elif data is not None and bare_formerr(data):
+            return data, None  # only ever used as a FORMERR
         self.stats.upstream_ignored += 1
         return None
 

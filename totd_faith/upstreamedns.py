@@ -6,7 +6,7 @@ FORMERR to messages containing an OPT RR in the additional section and MUST
 NOT include an OPT RR in the response", while an EDNS-aware responder puts OPT
 in its FORMERR too.  Section 6.2.2: a requestor that detects this "MAY issue
 queries without an OPT record" and "MAY cache this knowledge for a brief time".
-The upstream pool does both; this module holds the two wire-level decisions.
+The upstream pool does both; this module holds the wire-level decisions.
 
 Pure functions over bytes: no I/O.
 """
@@ -18,7 +18,7 @@ import struct
 import dns.exception
 import dns.message
 
-from totd_faith.dnswire import HEADER_SIZE, TYPE_OPT, skip_name, walk_response
+from totd_faith.dnswire import HEADER_SIZE, TYPE_OPT, skip_name
 from totd_faith.errors import WireError
 
 #: Header bytes 4-12 of a query with one question, nothing else and one
@@ -28,6 +28,8 @@ _ONE_QUESTION_ONE_ADDITIONAL = b"\x00\x01\x00\x00\x00\x00\x00\x01"
 #: 6.1.2): root owner, type, CLASS = payload, TTL, RDLENGTH.
 _OPT = struct.Struct("!BHHIH")
 _OPT_SIZE = _OPT.size  # 11
+_COUNTS = struct.Struct("!HHHH")
+_RR = struct.Struct("!HHIH")  # type, class, TTL, RDLENGTH
 
 
 def edns_unsupported(query: bytes, reply: bytes) -> bool:
@@ -40,17 +42,44 @@ def edns_unsupported(query: bytes, reply: bytes) -> bool:
     return has_opt(query) and not has_opt(reply)
 
 
+def bare_formerr(reply: bytes) -> bool:
+    """Is ``reply`` a FORMERR response without a question section?
+
+    A server that cannot read a query may answer with little more than the
+    header (BIND does so for malformed queries), so the question cannot be
+    compared as RFC 5452 section 9.1 asks; the ID (and the connected socket's
+    random port) still tie it to our query.  Such a reply is only ever used as
+    a FORMERR (fall back to no EDNS, or move on), never as an answer.
+    """
+    return (
+        len(reply) >= HEADER_SIZE
+        and reply[2] & 0xF8 == 0x80  # QR, opcode QUERY
+        and reply[3] & 0x0F == 1
+        and reply[4:6] == b"\x00\x00"
+    )
+
+
 def has_opt(message: bytes) -> bool:
-    """Does ``message`` (one question) carry an OPT record in its additional section?
+    """Does ``message`` carry an OPT record in its additional section?
 
     A message that cannot be walked counts as carrying one: the fallback is
     only for replies that say plainly that EDNS is not understood.
     """
     try:
-        layout = walk_response(message)
-    except WireError:
+        qdcount, ancount, nscount, arcount = _COUNTS.unpack_from(message, 4)
+        offset = HEADER_SIZE
+        for _ in range(qdcount):
+            offset = skip_name(message, offset) + 4
+        found = False
+        additional = ancount + nscount
+        for index in range(additional + arcount):
+            offset = skip_name(message, offset)
+            rtype, _, _, rdlength = _RR.unpack_from(message, offset)
+            found = found or (rtype == TYPE_OPT and index >= additional)
+            offset += 10 + rdlength
+    except (WireError, struct.error):
         return True
-    return any(record.rtype == TYPE_OPT and record.section == 3 for record in layout.records)
+    return found if offset == len(message) else True
 
 
 def without_opt(query: bytes) -> bytes | None:

@@ -9,6 +9,7 @@ client's: the client gets the next upstream's answer, or SERVFAIL.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import dns.flags
@@ -322,5 +323,42 @@ def test_the_next_upstream_gets_the_query_with_opt_again():
             await service.stop(0)
             first.close()
             second.close()
+
+    run(main())
+
+
+def _bare_formerr(query: dns.message.Message) -> bytes:
+    """FORMERR with the header alone (no question), as BIND answers what it cannot read."""
+    return query.id.to_bytes(2, "big") + b"\x80\x01" + bytes(8)
+
+
+def test_formerr_without_a_question_section_is_understood():
+    async def main() -> None:
+        log: Log = []
+
+        async def header_only(query: dns.message.Message, wire: bytes) -> list[bytes]:
+            _logged(log, query)
+            if query.edns >= 0 or query.question[0].name.labels[0] == b"bad":
+                return [_bare_formerr(query)]
+            return [_answer(query)]
+
+        upstream = await FakeUpstream(header_only).start()
+        service, endpoint = await start_service(
+            _config([upstream.endpoint], upstream_timeout=5), resolver=_default_resolver
+        )
+        try:
+            aaaa = await udp_query(endpoint, a_query("v4.example.", "AAAA"))
+            assert _addresses(aaaa) == ["2001:db8:64::c000:201"]
+            assert log == [("AAAA", True), ("AAAA", False), ("A", False)]
+            # A real FORMERR without a question: SERVFAIL at once, not at the timeout.
+            started = time.monotonic()
+            bad = await udp_query(endpoint, a_query("bad.example.", "A"))
+            assert bad.rcode() == dns.rcode.SERVFAIL
+            assert time.monotonic() - started < 4
+            assert log[3:] == [("A", False)]
+            assert service.stats.upstream_ignored == 0
+        finally:
+            await service.stop(0)
+            upstream.close()
 
     run(main())

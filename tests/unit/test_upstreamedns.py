@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from totd_faith.dnswire import render_query
-from totd_faith.upstreamedns import edns_unsupported, has_opt, without_opt
+from totd_faith.upstreamedns import bare_formerr, edns_unsupported, has_opt, without_opt
 
 LABEL = st.binary(min_size=1, max_size=20).filter(lambda b: b"." not in b)
 
@@ -100,3 +100,27 @@ def test_opt_is_looked_for_in_the_additional_section_only() -> None:
     assert not has_opt(reply.to_wire())
     reply.use_edns(0)
     assert has_opt(reply.to_wire())
+
+
+def test_a_formerr_with_the_header_alone_is_recognised() -> None:
+    query = dns.message.make_query("old.example.", "A", use_edns=0)
+    query.id = 0x4242
+    # What BIND sends for a query it cannot read: ID, QR, FORMERR, no sections.
+    header = b"\x42\x42\x80\x01" + bytes(8)
+    assert bare_formerr(header)
+    assert not has_opt(header)
+    assert edns_unsupported(query.to_wire(), header)
+    # With an OPT but no question: an EDNS-aware responder.
+    with_opt = dns.message.Message(id=0x4242)
+    with_opt.flags = dns.flags.QR
+    with_opt.set_rcode(dns.rcode.FORMERR)
+    with_opt.use_edns(0)
+    assert bare_formerr(with_opt.to_wire())
+    assert has_opt(with_opt.to_wire())
+    assert not edns_unsupported(query.to_wire(), with_opt.to_wire())
+    # Only FORMERR responses to a query (opcode QUERY) without a question.
+    assert not bare_formerr(b"\x42\x42\x80\x02" + bytes(8))  # SERVFAIL
+    assert not bare_formerr(b"\x42\x42\x00\x01" + bytes(8))  # not a response
+    assert not bare_formerr(b"\x42\x42\xa8\x01" + bytes(8))  # opcode UPDATE
+    assert not bare_formerr(_formerr(query, opt=False))  # has its question
+    assert not bare_formerr(header[:11])
