@@ -319,6 +319,8 @@ class _Upstream:
         self.down_until = 0.0
         #: Until when queries go without OPT (0: with OPT; RFC 6891 section 6.2.2).
         self.no_edns_until = 0.0
+        #: Has it ever answered as an upstream without EDNS? (Logged once at info.)
+        self.edns_missing = False
         self.channels: list[_UdpChannel | None] = [None] * SOCKETS_PER_UPSTREAM
         #: The TCP connection for truncated replies (see upstreamtcp), and its
         #: connection attempt while there is none.
@@ -546,11 +548,14 @@ class UpstreamPool:
                 # OPT (the same attempt: it did answer), and remember for a while.
                 self.stats.upstream_edns_fallbacks += 1
                 if not upstream.no_edns_until:
-                    log.info(
+                    # Found again after each interval: said once, then for debugging.
+                    log.log(
+                        logging.DEBUG if upstream.edns_missing else logging.INFO,
                         "upstream %s does not implement EDNS; asking it without for %.0f s",
                         upstream.endpoint,
                         self.retry,
                     )
+                    upstream.edns_missing = True
                 upstream.no_edns_until = self.clock() + self.retry
                 ask.edns_wire = ask.wire
                 ask.wire = plain
