@@ -362,3 +362,43 @@ def test_formerr_without_a_question_section_is_understood():
             upstream.close()
 
     run(main())
+
+
+def test_formerr_over_tcp_is_understood_too():
+    async def main() -> None:
+        log: Log = []
+        tcp_log: Log = []
+
+        async def truncating(query: dns.message.Message, wire: bytes) -> list[bytes]:
+            _logged(log, query)
+            reply = dns.message.make_response(query)
+            reply.flags |= dns.flags.TC
+            return [reply.to_wire()]
+
+        async def old_over_tcp(query: dns.message.Message, wire: bytes) -> list[bytes]:
+            _logged(tcp_log, query)
+            if query.question[0].name.labels[0] == b"bad":
+                return [_bare_formerr(query)]
+            if query.edns >= 0:
+                return [_formerr(query, opt=False)]
+            return [_answer(query, "192.0.2.8")]
+
+        upstream = await FakeUpstream(truncating, old_over_tcp).start()
+        service, endpoint = await start_service(
+            _config([upstream.endpoint], upstream_timeout=5), resolver=_default_resolver
+        )
+        try:
+            a = await udp_query(endpoint, a_query("big.example.", "A"))
+            assert _addresses(a) == ["192.0.2.8"]
+            assert log == [("A", True), ("A", False)]
+            assert tcp_log == [("A", True), ("A", False)]
+            started = time.monotonic()
+            bad = await udp_query(endpoint, a_query("bad.example.", "A"))
+            assert bad.rcode() == dns.rcode.SERVFAIL
+            assert time.monotonic() - started < 4
+            assert tcp_log[2:] == [("A", False)]
+        finally:
+            await service.stop(0)
+            upstream.close()
+
+    run(main())
