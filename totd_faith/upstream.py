@@ -311,6 +311,20 @@ class _UdpChannel:
 class _Upstream:
     """One forwarder and its health."""
 
+    # Slots: these attributes are read for every query sent.
+    __slots__ = (
+        "endpoint",
+        "host",
+        "port",
+        "failures",
+        "down_until",
+        "no_edns_until",
+        "edns_missing",
+        "channels",
+        "tcp",
+        "tcp_opening",
+    )
+
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self.host = str(endpoint.host)
