@@ -35,6 +35,9 @@ class DnsStats:
     upstream_tcp_retries: int = 0
     #: TCP connections opened to upstreams (each is reused, see upstreamtcp).
     upstream_tcp_connections: int = 0
+    #: Queries asked again without OPT after an upstream answered FORMERR
+    #: without OPT: it does not implement EDNS (RFC 6891 sections 6.2.2 and 7).
+    upstream_edns_fallbacks: int = 0
     #: Queries dropped: too short, QR set, or over the in-flight bound.
     dropped: int = 0
     dropped_inflight: int = 0

@@ -97,6 +97,12 @@ METRICS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
         "TCP connections opened to upstreams (each reused for later TCP retries).",
     ),
     (
+        "totd_faith_dns_upstream_edns_fallbacks_total",
+        "counter",
+        (),
+        "Queries asked again without EDNS: the upstream answered FORMERR without OPT.",
+    ),
+    (
         "totd_faith_dns_dropped_queries_total",
         "counter",
         ("reason",),
@@ -247,6 +253,7 @@ class StatsCollector(Collector):
         yield _counter("totd_faith_dns_upstream_ignored_replies_total", s.upstream_ignored)
         yield _counter("totd_faith_dns_upstream_tcp_retries_total", s.upstream_tcp_retries)
         yield _counter("totd_faith_dns_upstream_tcp_connections_total", s.upstream_tcp_connections)
+        yield _counter("totd_faith_dns_upstream_edns_fallbacks_total", s.upstream_edns_fallbacks)
         yield _labelled(
             "totd_faith_dns_dropped_queries_total",
             "reason",

@@ -20,6 +20,13 @@ UDP sockets are read directly with ``add_reader`` (drained per wake-up), the
 queries asked during one turn of the loop leave together at its end and share
 one deadline, and one timer per pool walks the queue of those batches (every
 attempt has the same timeout, so the queue is in deadline order).
+
+Queries carry EDNS.  An upstream that answers FORMERR without OPT does not
+implement it (RFC 6891 section 7): the question goes to it again without OPT,
+and so do its next queries for ``upstream_retry`` seconds (section 6.2.2; see
+:mod:`totd_faith.upstreamedns`).  Any other FORMERR says the upstream could not
+read our query, which tells nothing about the client's question: the next
+upstream is asked, and the client gets SERVFAIL if nobody does better.
 :meth:`UpstreamPool.query` is the awaitable form, for the DNS64 core.
 """
 
@@ -45,6 +52,7 @@ from totd_faith.dnsreply import MessageReader
 from totd_faith.dnsstats import DnsStats
 from totd_faith.dnswire import HEADER_SIZE, render_query, skip_name
 from totd_faith.endpoints import Endpoint
+from totd_faith.upstreamedns import bare_formerr, edns_unsupported, without_opt
 from totd_faith.upstreamtcp import TcpChannel
 
 log = logging.getLogger("totd_faith.upstream")
@@ -61,7 +69,9 @@ _LENGTH = struct.Struct("!H")
 _ID_BYTES = [_LENGTH.pack(i) for i in range(65_536)]
 
 _UNREACHABLE_ERRNOS = frozenset((errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH))
-_SERVER_ERRORS = frozenset((int(dns.rcode.SERVFAIL), int(dns.rcode.REFUSED)))
+_FORMERR = int(dns.rcode.FORMERR)
+#: Rcodes that move a query on to the next upstream (see UpstreamPool.answered).
+_NOT_ANSWERS = frozenset((int(dns.rcode.SERVFAIL), int(dns.rcode.REFUSED), _FORMERR))
 
 #: Turns an accepted reply's bytes into what the caller wants (a message, the
 #: bytes, a walked reply...); raising means "garbage": ignored, keep waiting
@@ -165,6 +175,7 @@ class _Ask:
 
     __slots__ = (
         "wire",
+        "edns_wire",
         "question",
         "check",
         "callback",
@@ -184,7 +195,10 @@ class _Ask:
         callback: ReplyCallback,
         order: list[_Upstream],
     ) -> None:
+        #: What goes to the current upstream: the query asked, or it without
+        #: OPT for an upstream without EDNS (then ``edns_wire`` keeps the query).
         self.wire = wire
+        self.edns_wire: bytes | None = None
         self.question = question
         self.check = check
         self.callback = callback
@@ -238,24 +252,27 @@ class _UdpChannel:
             qid = (data[0] << 8) | data[1] if len(data) >= HEADER_SIZE else -1
             ask = pending.get(qid)
             if ask is None or not _echoes(data, ask.question):
-                stats.upstream_ignored += 1
-                continue
-            if data[2] & 0x02:  # TC (RFC 1035 section 4.1.1): the full answer needs TCP
-                del pending[qid]
-                ask.channel = None
-                self.release()
-                pool.retry_over_tcp(ask)
-                continue
-            try:
-                result = ask.check(data)
-            except Exception:  # garbage with a matching ID: keep waiting (RFC 5452 9.1)
-                stats.upstream_ignored += 1
-                continue
+                if ask is None or not bare_formerr(data):
+                    stats.upstream_ignored += 1
+                    continue
+                result = None  # only ever used as a FORMERR (see bare_formerr)
+            else:
+                if data[2] & 0x02:  # TC (RFC 1035 section 4.1.1): the full answer needs TCP
+                    del pending[qid]
+                    ask.channel = None
+                    self.release()
+                    pool.retry_over_tcp(ask)
+                    continue
+                try:
+                    result = ask.check(data)
+                except Exception:  # garbage with a matching ID: keep waiting (RFC 5452 9.1)
+                    stats.upstream_ignored += 1
+                    continue
             del pending[qid]
             ask.channel = None
             if self.retired:
                 self.release()
-            pool.answered(ask, data[3] & 0x0F, result)
+            pool.answered(ask, data[3] & 0x0F, result, data)
 
     def error(self, exc: OSError) -> None:
         if exc.errno in _UNREACHABLE_ERRNOS:
@@ -294,12 +311,30 @@ class _UdpChannel:
 class _Upstream:
     """One forwarder and its health."""
 
+    # Slots: these attributes are read for every query sent.
+    __slots__ = (
+        "endpoint",
+        "host",
+        "port",
+        "failures",
+        "down_until",
+        "no_edns_until",
+        "edns_missing",
+        "channels",
+        "tcp",
+        "tcp_opening",
+    )
+
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self.host = str(endpoint.host)
         self.port = endpoint.port
         self.failures = 0
         self.down_until = 0.0
+        #: Until when queries go without OPT (0: with OPT; RFC 6891 section 6.2.2).
+        self.no_edns_until = 0.0
+        #: Has it ever answered as an upstream without EDNS? (Logged once at info.)
+        self.edns_missing = False
         self.channels: list[_UdpChannel | None] = [None] * SOCKETS_PER_UPSTREAM
         #: The TCP connection for truncated replies (see upstreamtcp), and its
         #: connection attempt while there is none.
@@ -393,7 +428,8 @@ class UpstreamPool:
 
         SERVFAIL and REFUSED move on to the next upstream too, but are returned
         when nobody does better (DNS64 treats SERVFAIL as "synthesize", RFC 6147
-        section 5.1.3, so it must not be swallowed).  ``question``, if the caller
+        section 5.1.3, so it must not be swallowed).  FORMERR moves on and is
+        never returned (see :meth:`_formerr`).  ``question``, if the caller
         has it, is the question of ``wire`` with the name lowercased.
         """
         if not question:
@@ -410,6 +446,8 @@ class UpstreamPool:
     def _send(self, ask: _Ask) -> None:
         """Start attempt number ``ask.attempt`` over UDP."""
         upstream = ask.order[ask.attempt]
+        if upstream.no_edns_until:
+            self._without_edns(ask, upstream)
         # RFC 5452 section 9.2: an unpredictable socket (source port) and ID, from
         # one draw: the high half picks the socket, the low half is the ID.
         bits = _random32()
@@ -501,15 +539,63 @@ class UpstreamPool:
         if deadlines:
             self._sweeper = self.loop.call_at(deadlines[0][0], self._sweep)
 
-    def answered(self, ask: _Ask, rcode: int, result: Any) -> None:
+    def answered(self, ask: _Ask, rcode: int, result: Any, data: bytes) -> None:
+        """The current attempt got the reply ``data`` (``result`` once checked)."""
         upstream = ask.order[ask.attempt]
         if upstream.failures:  # (down_until is only set with failures)
             self._succeeded(upstream)
-        if rcode in _SERVER_ERRORS:
+        if rcode in _NOT_ANSWERS:
+            if rcode == _FORMERR:
+                self._formerr(ask, upstream, data)
+                return
             ask.fallback = result
             self._next(ask)
         else:
             ask.callback(result)
+
+    def _formerr(self, ask: _Ask, upstream: _Upstream, data: bytes) -> None:
+        if ask.edns_wire is None and edns_unsupported(ask.wire, data):
+            plain = without_opt(ask.wire)
+            if plain is not None:
+                # RFC 6891 section 7: FORMERR without OPT to a query with OPT is
+                # an upstream without EDNS.  Section 6.2.2: ask it again without
+                # OPT (the same attempt: it did answer), and remember for a while.
+                self.stats.upstream_edns_fallbacks += 1
+                if not upstream.no_edns_until:
+                    # Found again after each interval: said once, then for debugging.
+                    log.log(
+                        logging.DEBUG if upstream.edns_missing else logging.INFO,
+                        "upstream %s does not implement EDNS; asking it without for %.0f s",
+                        upstream.endpoint,
+                        self.retry,
+                    )
+                    upstream.edns_missing = True
+                upstream.no_edns_until = self.clock() + self.retry
+                ask.edns_wire = ask.wire
+                ask.wire = plain
+                ask.deadline = 0.0  # not sent yet
+                self._send(ask)
+                return
+        # RFC 1035 section 4.1.1: FORMERR is "unable to interpret the query", ours;
+        # it says nothing about the client's question, so it is no answer to
+        # relay (the client gets SERVFAIL if nobody does better), and asking
+        # the same upstream the same again would only get it again.
+        order = ask.order
+        if ask.attempt + 1 < len(order) and order[ask.attempt + 1] is upstream:
+            ask.attempt += 1
+        self._next(ask)
+
+    def _without_edns(self, ask: _Ask, upstream: _Upstream) -> None:
+        """Send ``ask`` without OPT to an upstream known not to implement EDNS
+        (RFC 6891 section 6.2.2), until that knowledge expires."""
+        if self.clock() >= upstream.no_edns_until:
+            upstream.no_edns_until = 0.0  # "for a brief time": try EDNS again
+            return
+        if ask.edns_wire is None:
+            plain = without_opt(ask.wire)
+            if plain is not None:
+                ask.edns_wire = ask.wire
+                ask.wire = plain
 
     def failed_attempt(self, ask: _Ask) -> None:
         self._failed(ask.order[ask.attempt])
@@ -522,6 +608,9 @@ class UpstreamPool:
             return
         self.stats.upstream_failovers += 1
         ask.deadline = 0.0  # not sent yet
+        if ask.edns_wire is not None:
+            # The query as asked again: the next upstream may well do EDNS.
+            ask.wire, ask.edns_wire = ask.edns_wire, None
         self._send(ask)
 
     def retry_over_tcp(self, ask: _Ask) -> None:
@@ -536,14 +625,14 @@ class UpstreamPool:
         if data is None:
             self.failed_attempt(ask)
         else:
-            self.answered(ask, data[0], data[1])
+            self.answered(ask, data[0][3] & 0x0F, data[1], data[0])
 
     async def _ask_tcp(
         self, upstream: _Upstream, wire: bytes, question: bytes, check: ReplyCheck
-    ) -> tuple[int, Any] | None:
+    ) -> tuple[bytes, Any] | None:
         """Ask over the upstream's TCP connection, opened if there is none
         (RFC 7766 sections 6.2.1 and 6.2.1.1: reused and pipelined).  Returns
-        (rcode, checked reply) or None."""
+        (reply, checked reply) or None."""
         try:
             async with asyncio.timeout(self.timeout):
                 data = await self._exchange_tcp(upstream, wire)
@@ -552,9 +641,11 @@ class UpstreamPool:
             return None
         if data is not None and _echoes(data, question):
             try:
-                return data[3] & 0x0F, check(data)
+                return data, check(data)
             except Exception:  # garbage with a matching ID (RFC 5452 section 9.1)
                 pass
+        elif data is not None and bare_formerr(data):
+            return data, None  # only ever used as a FORMERR
         self.stats.upstream_ignored += 1
         return None
 

@@ -58,6 +58,7 @@ def busy_dns() -> DnsStats:
     s.upstream_ignored = 9
     s.upstream_tcp_retries = 11
     s.upstream_tcp_connections = 3
+    s.upstream_edns_fallbacks = 5
     s.dropped = 12
     s.dropped_inflight = 13
     s.formerr = 1
@@ -108,6 +109,7 @@ def test_dns_metrics() -> None:
     assert value(m, "totd_faith_dns_upstream_ignored_replies_total") == 9
     assert value(m, "totd_faith_dns_upstream_tcp_retries_total") == 11
     assert value(m, "totd_faith_dns_upstream_tcp_connections_total") == 3
+    assert value(m, "totd_faith_dns_upstream_edns_fallbacks_total") == 5
     assert value(m, "totd_faith_dns_dropped_queries_total", reason="malformed") == 12
     assert value(m, "totd_faith_dns_dropped_queries_total", reason="overload") == 13
     assert value(m, "totd_faith_dns_formerr_total") == 1
