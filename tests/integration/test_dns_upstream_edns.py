@@ -29,6 +29,7 @@ from tests.integration.dns_support import (
     udp_query,
 )
 from tests.support.ports import free_port
+from tests.support.replies import formerr
 from totd_faith import config as config_module
 from totd_faith.config import Config
 from totd_faith.dnsserver import _default_resolver
@@ -54,14 +55,6 @@ def _config(upstreams: list[Endpoint], **dns: Any) -> Config:
     )
 
 
-def _formerr(query: dns.message.Message, *, opt: bool) -> bytes:
-    reply = dns.message.make_response(query)
-    reply.set_rcode(dns.rcode.FORMERR)
-    if not opt:
-        reply.use_edns(False)
-    return reply.to_wire()
-
-
 def _answer(query: dns.message.Message, address: str = "192.0.2.1") -> bytes:
     """An A-only name as an authoritative server has it: A data, AAAA NODATA."""
     reply = dns.message.make_response(query)
@@ -83,7 +76,7 @@ def old_server(log: Log, address: str = "192.0.2.1") -> Behaviour:
     async def behaviour(query: dns.message.Message, wire: bytes) -> list[bytes]:
         _logged(log, query)
         if query.edns >= 0:
-            return [_formerr(query, opt=False)]
+            return [formerr(query, opt=False)]
         return [_answer(query, address)]
 
     return behaviour
@@ -94,7 +87,7 @@ def rejecting(log: Log, *, opt: bool) -> Behaviour:
 
     async def behaviour(query: dns.message.Message, wire: bytes) -> list[bytes]:
         _logged(log, query)
-        return [_formerr(query, opt=opt)]
+        return [formerr(query, opt=opt)]
 
     return behaviour
 
@@ -168,7 +161,7 @@ def test_a_truncated_answer_without_edns_goes_over_tcp_without_opt():
         async def truncating(query: dns.message.Message, wire: bytes) -> list[bytes]:
             _logged(log, query)
             if query.edns >= 0:
-                return [_formerr(query, opt=False)]
+                return [formerr(query, opt=False)]
             reply = dns.message.make_response(query)
             reply.flags |= dns.flags.TC
             return [reply.to_wire()]
@@ -250,7 +243,7 @@ def test_aaaa_formerr_is_synthesized_from_the_a_answer():
     async def main() -> None:
         async def aaaa_rejected(query: dns.message.Message, wire: bytes) -> list[bytes]:
             if query.question[0].rdtype == dns.rdatatype.AAAA:
-                return [_formerr(query, opt=True)]
+                return [formerr(query, opt=True)]
             return [_answer(query, "192.0.2.21")]
 
         upstream = await FakeUpstream(aaaa_rejected).start()
@@ -299,7 +292,7 @@ def test_the_next_upstream_gets_the_query_with_opt_again():
         async def old_and_failing(query: dns.message.Message, wire: bytes) -> list[bytes]:
             _logged(first_log, query)
             if query.edns >= 0:
-                return [_formerr(query, opt=False)]
+                return [formerr(query, opt=False)]
             reply = dns.message.make_response(query)
             reply.set_rcode(dns.rcode.SERVFAIL)
             return [reply.to_wire()]
@@ -380,7 +373,7 @@ def test_formerr_over_tcp_is_understood_too():
             if query.question[0].name.labels[0] == b"bad":
                 return [_bare_formerr(query)]
             if query.edns >= 0:
-                return [_formerr(query, opt=False)]
+                return [formerr(query, opt=False)]
             return [_answer(query, "192.0.2.8")]
 
         upstream = await FakeUpstream(truncating, old_over_tcp).start()

@@ -13,18 +13,11 @@ import dns.rrset
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.replies import formerr
 from totd_faith.dnswire import render_query
 from totd_faith.upstreamedns import bare_formerr, edns_unsupported, has_opt, without_opt
 
 LABEL = st.binary(min_size=1, max_size=20).filter(lambda b: b"." not in b)
-
-
-def _formerr(query: dns.message.Message, *, opt: bool) -> bytes:
-    reply = dns.message.make_response(query)
-    reply.set_rcode(dns.rcode.FORMERR)
-    if not opt:
-        reply.use_edns(False)
-    return reply.to_wire()
 
 
 def _plain(wire: bytes) -> dns.message.Message:
@@ -80,18 +73,18 @@ def test_formerr_without_opt_to_a_query_with_opt_is_an_upstream_without_edns() -
     with_opt = dns.message.make_query("old.example.", "A", use_edns=0, payload=1232)
     no_opt = dns.message.make_query("old.example.", "A", use_edns=False)
     # RFC 6891 section 7: the sign is FORMERR and no OPT, in reply to OPT.
-    assert edns_unsupported(with_opt.to_wire(), _formerr(with_opt, opt=False))
+    assert edns_unsupported(with_opt.to_wire(), formerr(with_opt, opt=False))
     # An EDNS-aware responder puts OPT in its FORMERR: the question is the problem.
-    assert not edns_unsupported(with_opt.to_wire(), _formerr(with_opt, opt=True))
+    assert not edns_unsupported(with_opt.to_wire(), formerr(with_opt, opt=True))
     # Without OPT in the query, FORMERR is about something else.
-    assert not edns_unsupported(no_opt.to_wire(), _formerr(no_opt, opt=False))
+    assert not edns_unsupported(no_opt.to_wire(), formerr(no_opt, opt=False))
     # Other rcodes without OPT are not the sign.
     servfail = dns.message.make_response(with_opt)
     servfail.set_rcode(dns.rcode.SERVFAIL)
     servfail.use_edns(False)
     assert not edns_unsupported(with_opt.to_wire(), servfail.to_wire())
     # A FORMERR that cannot be walked is not taken as the sign either.
-    assert not edns_unsupported(with_opt.to_wire(), _formerr(with_opt, opt=False) + b"junk")
+    assert not edns_unsupported(with_opt.to_wire(), formerr(with_opt, opt=False) + b"junk")
 
 
 def test_opt_is_looked_for_in_the_additional_section_only() -> None:
@@ -122,5 +115,5 @@ def test_a_formerr_with_the_header_alone_is_recognised() -> None:
     assert not bare_formerr(b"\x42\x42\x80\x02" + bytes(8))  # SERVFAIL
     assert not bare_formerr(b"\x42\x42\x00\x01" + bytes(8))  # not a response
     assert not bare_formerr(b"\x42\x42\xa8\x01" + bytes(8))  # opcode UPDATE
-    assert not bare_formerr(_formerr(query, opt=False))  # has its question
+    assert not bare_formerr(formerr(query, opt=False))  # has its question
     assert not bare_formerr(header[:11])
