@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, cast
 import dns.rcode
 
 from totd_faith.dnsmiss import deliver_to
-from totd_faith.dnswire import HEADER_SIZE, header_response
+from totd_faith.dnswire import header_response
 
 if TYPE_CHECKING:
     from totd_faith.dnsserver import DnsService
@@ -125,9 +125,10 @@ class TcpConnection(asyncio.Protocol):
                 service.handle(
                     data, self.host, head, client_class, MAX_MESSAGE, deliver_to, self._deliver
                 )
-            elif len(data) >= HEADER_SIZE and not data[2] & 0x80:
+            else:
                 # Over the in-flight bound.  A UDP client asks again; a TCP client
                 # waits for its answer, so it gets SERVFAIL now, not silence.
+                # (None for what admit dropped as too short or a response.)
                 busy = header_response(data, dns.rcode.SERVFAIL, head[1] if head else 0)
                 if busy is not None:
                     self._send(busy)
